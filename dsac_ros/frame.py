@@ -1,0 +1,28 @@
+"""The one record every data source yields and every consumer takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from dsac_ros.camera import Intrinsics
+
+
+@dataclass
+class Frame:
+    """One camera frame with optional depth and ground truth.
+
+    image_rgb: (H, W, 3) uint8, RGB order.
+    depth_m: (H, W) float32 metres, 0 or non-finite = invalid; None when not recorded.
+    world_T_cam: (4, 4) float64 camera-to-world pose; None when not known.
+    stamp_ns: acquisition time in nanoseconds (ROS time for bags, index-derived for folders).
+    """
+
+    image_rgb: np.ndarray
+    intrinsics: Intrinsics
+    stamp_ns: int = 0
+    depth_m: Optional[np.ndarray] = None
+    world_T_cam: Optional[np.ndarray] = None
+    name: str = ""

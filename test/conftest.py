@@ -1,0 +1,22 @@
+"""Shared test setup. Module-specific fixtures live in the test modules or in test/fixtures_*.py."""
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# DDS: keep discovery on the loopback interface, and give each test session its own domain so
+# concurrent runs on one machine do not see each other's nodes. Must happen before rclpy.init.
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 100)))
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    """Directory for expensive fixtures reused across runs (git-ignored)."""
+    path = Path(os.environ.get("DSAC_ROS_CACHE", REPO_ROOT / ".cache"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path

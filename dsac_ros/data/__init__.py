@@ -1,0 +1,88 @@
+"""Recordings in and out: folder and rosbag2 readers/writers, and the synthetic scenes.
+
+``read_frames(path)`` works on either format and yields ``dsac_ros.frame.Frame``; ``open_recording``
+returns the reader object itself (``len()`` for progress bars). Readers raise ``RecordingError``
+(a ValueError) naming the problem: missing topic or file, unknown encoding, missing intrinsics,
+corrupt or truncated data. The formats are described in docs/data_formats.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+from dsac_ros.camera import Intrinsics
+from dsac_ros.data.errors import RecordingError
+from dsac_ros.data.folder import FolderReader, write_folder
+from dsac_ros.frame import Frame
+
+__all__ = ["Frame", "RecordingError", "FolderReader", "open_recording", "read_frames", "count_frames",
+           "is_bag", "write_folder", "write_bag"]
+
+
+def is_bag(path) -> bool:
+    """True for a rosbag2 directory (metadata.yaml) or a single .mcap / .db3 file."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / "metadata.yaml").exists()
+    return path.suffix in (".mcap", ".db3")
+
+
+def open_recording(path, *, image_topic: str = "/camera/image_raw", camera_info_topic: str = "/camera/camera_info",
+                   depth_topic: Optional[str] = "/camera/depth/image_raw",
+                   pose_topic: Optional[str] = "/ground_truth/pose", tf_parent: str = "map",
+                   tf_child: Optional[str] = None, stamp_tolerance_s: float = 0.02,
+                   intrinsics: Optional[Intrinsics] = None):
+    """A FolderReader or BagReader for ``path`` (detected); iterate it for Frames, ``len()`` counts them.
+
+    The topic arguments apply to bags only; ``intrinsics`` overrides the recording's intrinsics.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RecordingError(f"{path}: no such file or directory")
+    if is_bag(path):
+        from dsac_ros.data.rosbag import BagReader
+
+        return BagReader(path, image_topic=image_topic, camera_info_topic=camera_info_topic, depth_topic=depth_topic,
+                         pose_topic=pose_topic, tf_parent=tf_parent, tf_child=tf_child,
+                         stamp_tolerance_s=stamp_tolerance_s, intrinsics=intrinsics)
+    if path.is_dir():
+        return FolderReader(path, intrinsics=intrinsics)
+    raise RecordingError(f"{path}: neither a folder recording nor a rosbag2 (directory with metadata.yaml, .mcap, .db3)")
+
+
+def read_frames(path, **options) -> Iterator[Frame]:
+    """Frames of a folder or rosbag2 recording, in recording order (options: see ``open_recording``).
+
+    The recording is opened (and checked for its topics and intrinsics) before this returns.
+    """
+    return _frames_then_close(open_recording(path, **options))
+
+
+def _frames_then_close(reader) -> Iterator[Frame]:
+    try:
+        yield from reader
+    finally:
+        close = getattr(reader, "close", None)
+        if close is not None:
+            close()
+
+
+def count_frames(path, **options) -> int:
+    """Number of frames ``read_frames`` will yield (image messages for a bag)."""
+    reader = open_recording(path, **options)
+    try:
+        return len(reader)
+    finally:
+        close = getattr(reader, "close", None)
+        if close is not None:
+            close()
+
+
+def write_bag(frames: Iterable[Frame], path, storage: str = "mcap", topics=None, compress: bool = True,
+              image_format: str = "rgb8") -> int:
+    """Write frames as a rosbag2 (see ``dsac_ros.data.rosbag.write_bag``); returns the frame count."""
+    from dsac_ros.data.rosbag import BagTopics, write_bag as _write_bag
+
+    return _write_bag(frames, path, storage=storage, topics=topics or BagTopics(), compress=compress,
+                      image_format=image_format)

@@ -1,0 +1,458 @@
+"""rosbag2 recordings (MCAP or sqlite3) through the pure-Python ``rosbags`` library: no ROS needed.
+
+Written bags (``write_bag``) hold, per frame and all stamped with the image stamp:
+
+| topic (default) | type | content |
+|---|---|---|
+| ``/camera/image_raw`` | sensor_msgs/msg/Image | ``rgb8`` colour image |
+| ``/camera/camera_info`` | sensor_msgs/msg/CameraInfo | K, P, ``plumb_bob`` with zero distortion |
+| ``/camera/depth/image_raw`` | sensor_msgs/msg/Image | ``32FC1`` z-depth in metres, 0 = invalid |
+| ``/tf`` | tf2_msgs/msg/TFMessage | ``map`` -> ``camera_optical_frame`` ground truth |
+| ``/ground_truth/pose`` | geometry_msgs/msg/PoseStamped | the same pose, frame ``map`` |
+
+Messages use the Humble type definitions (unchanged through Jazzy and Kilted). MCAP bags are
+zstd-compressed per chunk (storage compression, which ``ros2 bag play`` reads natively).
+
+The reader (``BagReader``) yields one Frame per image message: CameraInfo from the message with the
+nearest stamp, depth and ground-truth pose associated by stamp within a tolerance. Ground truth comes
+from the pose topic when the bag has it, otherwise from TF: ``tf_parent`` -> ``tf_child`` (the
+image's frame_id by default) chained through ``/tf`` and ``/tf_static`` (nearest stamp per dynamic
+transform within the tolerance; interpolation between stamps is not done yet).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Optional
+
+import numpy as np
+
+from dsac_ros.camera import Intrinsics
+from dsac_ros.data import images
+from dsac_ros.data.errors import RecordingError
+from dsac_ros.frame import Frame
+from dsac_ros.geometry import invert_pose, quaternion_xyzw_from_rotation, rotation_from_quaternion_xyzw
+
+IMAGE_TYPE = "sensor_msgs/msg/Image"
+COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+TF_TYPE = "tf2_msgs/msg/TFMessage"
+POSE_TYPE = "geometry_msgs/msg/PoseStamped"
+
+
+@dataclass(frozen=True)
+class BagTopics:
+    """Topic and frame names of a recording (defaults: what ``dsac-ros synth`` writes)."""
+
+    image: str = "/camera/image_raw"
+    camera_info: str = "/camera/camera_info"
+    depth: Optional[str] = "/camera/depth/image_raw"
+    tf: str = "/tf"
+    tf_static: str = "/tf_static"
+    pose: Optional[str] = "/ground_truth/pose"
+    map_frame: str = "map"
+    camera_frame: str = "camera_optical_frame"
+
+
+def _typestore():
+    from rosbags.typesys import Stores, get_typestore
+
+    return get_typestore(Stores.ROS2_HUMBLE)
+
+
+def _stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+# --------------------------------------------------------------------------------------------------
+# writing
+
+
+class _MessageFactory:
+    def __init__(self, typestore) -> None:
+        self.ts = typestore
+        self.t = typestore.types
+
+    def header(self, stamp_ns: int, frame_id: str):
+        time = self.t["builtin_interfaces/msg/Time"](sec=int(stamp_ns // 1_000_000_000),
+                                                     nanosec=int(stamp_ns % 1_000_000_000))
+        return self.t["std_msgs/msg/Header"](stamp=time, frame_id=frame_id)
+
+    def image(self, header, height: int, width: int, encoding: str, step: int, data: bytes):
+        return self.t[IMAGE_TYPE](header=header, height=height, width=width, encoding=encoding,
+                                  is_bigendian=0, step=step, data=np.frombuffer(data, np.uint8))
+
+    def compressed(self, header, fmt: str, data: bytes):
+        return self.t[COMPRESSED_TYPE](header=header, format=fmt, data=np.frombuffer(data, np.uint8))
+
+    def camera_info(self, header, intrinsics: Intrinsics):
+        K = intrinsics.K
+        P = np.zeros((3, 4))
+        P[:, :3] = K
+        roi = self.t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+        return self.t[CAMERA_INFO_TYPE](
+            header=header, height=intrinsics.height_px, width=intrinsics.width_px, distortion_model="plumb_bob",
+            d=np.zeros(5), k=K.reshape(-1), r=np.eye(3).reshape(-1), p=P.reshape(-1), binning_x=0, binning_y=0,
+            roi=roi)
+
+    def _translation_rotation(self, pose: np.ndarray):
+        q = quaternion_xyzw_from_rotation(pose[:3, :3])
+        quaternion = self.t["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3])
+        return pose[:3, 3].astype(np.float64), quaternion
+
+    def tf(self, header, child: str, parent_T_child: np.ndarray):
+        translation, quaternion = self._translation_rotation(parent_T_child)
+        vector = self.t["geometry_msgs/msg/Vector3"](x=translation[0], y=translation[1], z=translation[2])
+        transform = self.t["geometry_msgs/msg/Transform"](translation=vector, rotation=quaternion)
+        stamped = self.t["geometry_msgs/msg/TransformStamped"](header=header, child_frame_id=child, transform=transform)
+        return self.t[TF_TYPE](transforms=[stamped])
+
+    def pose(self, header, world_T_cam: np.ndarray):
+        translation, quaternion = self._translation_rotation(world_T_cam)
+        point = self.t["geometry_msgs/msg/Point"](x=translation[0], y=translation[1], z=translation[2])
+        pose = self.t["geometry_msgs/msg/Pose"](position=point, orientation=quaternion)
+        return self.t[POSE_TYPE](header=header, pose=pose)
+
+
+def write_bag(frames: Iterable[Frame], path, storage: str = "mcap", topics: BagTopics = BagTopics(),
+              compress: bool = True, image_format: str = "rgb8") -> int:
+    """Write frames to a new rosbag2 directory; returns the number of frames written.
+
+    storage: "mcap" (default; zstd chunk compression when ``compress``) or "sqlite3" (uncompressed).
+    image_format: "rgb8" (sensor_msgs/Image), or "jpeg" / "png" (sensor_msgs/CompressedImage).
+    Depth (when a frame has it) is written as 32FC1 metres; the pose (when known) both on /tf and on
+    the pose topic. Topics set to None in ``topics`` are not written.
+    """
+    from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+
+    plugins = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+    if storage not in plugins:
+        raise ValueError(f"storage must be 'mcap' or 'sqlite3', got {storage!r}")
+    if image_format not in ("rgb8", "jpeg", "png"):
+        raise ValueError(f"image_format must be rgb8, jpeg or png, got {image_format!r}")
+    typestore = _typestore()
+    make = _MessageFactory(typestore)
+    count = 0
+    writer = Writer(Path(path), version=9, storage_plugin=plugins[storage])
+    if compress and storage == "mcap":
+        writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    with writer:
+        def connect(topic, msgtype):
+            return writer.add_connection(topic, msgtype, typestore=typestore) if topic else None
+
+        image_conn = connect(topics.image, IMAGE_TYPE if image_format == "rgb8" else COMPRESSED_TYPE)
+        info_conn = connect(topics.camera_info, CAMERA_INFO_TYPE)
+        depth_conn = connect(topics.depth, IMAGE_TYPE)
+        tf_conn = connect(topics.tf, TF_TYPE)
+        pose_conn = connect(topics.pose, POSE_TYPE)
+
+        def put(connection, message, msgtype, stamp):
+            if connection is not None:
+                writer.write(connection, stamp, typestore.serialize_cdr(message, msgtype))
+
+        for frame in frames:
+            stamp = int(frame.stamp_ns)
+            header = make.header(stamp, topics.camera_frame)
+            image = np.asarray(frame.image_rgb)
+            height, width = image.shape[:2]
+            put(info_conn, make.camera_info(header, frame.intrinsics), CAMERA_INFO_TYPE, stamp)
+            if image_format == "rgb8":
+                step, data = images.encode_image(image, "rgb8")
+                put(image_conn, make.image(header, height, width, "rgb8", step, data), IMAGE_TYPE, stamp)
+            else:
+                fmt, data = images.encode_compressed(image, image_format)
+                put(image_conn, make.compressed(header, fmt, data), COMPRESSED_TYPE, stamp)
+            if frame.depth_m is not None:
+                step, data = images.encode_image(frame.depth_m, "32FC1")
+                put(depth_conn, make.image(header, height, width, "32FC1", step, data), IMAGE_TYPE, stamp)
+            if frame.world_T_cam is not None:
+                pose = np.asarray(frame.world_T_cam, np.float64)
+                put(tf_conn, make.tf(make.header(stamp, topics.map_frame), topics.camera_frame, pose), TF_TYPE, stamp)
+                put(pose_conn, make.pose(make.header(stamp, topics.map_frame), pose), POSE_TYPE, stamp)
+            count += 1
+    return count
+
+
+# --------------------------------------------------------------------------------------------------
+# transforms
+
+
+class TransformBuffer:
+    """Transforms from /tf and /tf_static, looked up by chaining edges child -> parent.
+
+    Dynamic edges are taken at the stamp nearest the query (within a tolerance); static edges hold
+    at all times. Interpolating between dynamic stamps can be added in ``_edge`` alone.
+    """
+
+    def __init__(self) -> None:
+        self.static: dict[str, tuple[str, np.ndarray]] = {}
+        self.dynamic: dict[str, tuple[str, list, list]] = {}  # child -> (parent, stamps, transforms)
+
+    def add(self, parent: str, child: str, stamp_ns: int, parent_T_child: np.ndarray, static: bool) -> None:
+        parent, child = parent.lstrip("/"), child.lstrip("/")
+        if static:
+            self.static[child] = (parent, parent_T_child)
+            return
+        entry = self.dynamic.setdefault(child, (parent, [], []))
+        position = bisect.bisect(entry[1], stamp_ns)
+        entry[1].insert(position, stamp_ns)
+        entry[2].insert(position, parent_T_child)
+
+    def __bool__(self) -> bool:
+        return bool(self.static or self.dynamic)
+
+    def _edge(self, child: str, stamp_ns: int, tolerance_ns: int):
+        if child in self.static:
+            return self.static[child]
+        if child in self.dynamic:
+            parent, stamps, transforms = self.dynamic[child]
+            i = bisect.bisect_left(stamps, stamp_ns)
+            best = min((j for j in (i - 1, i) if 0 <= j < len(stamps)), key=lambda j: abs(stamps[j] - stamp_ns))
+            if abs(stamps[best] - stamp_ns) <= tolerance_ns:
+                return parent, transforms[best]
+        return None
+
+    def _chain_to_root(self, frame: str, stamp_ns: int, tolerance_ns: int) -> dict[str, np.ndarray]:
+        """frame -> {ancestor: ancestor_T_frame} for every ancestor reachable at this stamp."""
+        chain = {frame: np.eye(4)}
+        current, current_T_frame = frame, np.eye(4)
+        for _ in range(64):  # a TF tree is never this deep; guards against cycles
+            edge = self._edge(current, stamp_ns, tolerance_ns)
+            if edge is None:
+                break
+            parent, parent_T_current = edge
+            current_T_frame = parent_T_current @ current_T_frame
+            current = parent
+            chain[current] = current_T_frame
+        return chain
+
+    def lookup(self, parent: str, child: str, stamp_ns: int, tolerance_ns: int) -> Optional[np.ndarray]:
+        """(4, 4) parent_T_child at a stamp, or None when the frames are not connected then."""
+        parent, child = parent.lstrip("/"), child.lstrip("/")
+        from_child = self._chain_to_root(child, stamp_ns, tolerance_ns)
+        from_parent = self._chain_to_root(parent, stamp_ns, tolerance_ns)
+        for ancestor, ancestor_T_child in from_child.items():
+            if ancestor in from_parent:
+                return invert_pose(from_parent[ancestor]) @ ancestor_T_child
+        return None
+
+
+def _transform_matrix(transform) -> np.ndarray:
+    q = transform.rotation
+    pose = np.eye(4)
+    pose[:3, :3] = rotation_from_quaternion_xyzw([q.x, q.y, q.z, q.w])
+    pose[:3, 3] = [transform.translation.x, transform.translation.y, transform.translation.z]
+    return pose
+
+
+def _pose_matrix(pose) -> np.ndarray:
+    q = pose.orientation
+    matrix = np.eye(4)
+    matrix[:3, :3] = rotation_from_quaternion_xyzw([q.x, q.y, q.z, q.w])
+    matrix[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
+    return matrix
+
+
+# --------------------------------------------------------------------------------------------------
+# reading
+
+
+class _StampIndex:
+    """Values sorted by stamp, with nearest-stamp lookup."""
+
+    def __init__(self) -> None:
+        self.stamps: list[int] = []
+        self.values: list = []
+
+    def add(self, stamp_ns: int, value) -> None:
+        position = bisect.bisect(self.stamps, stamp_ns)
+        self.stamps.insert(position, stamp_ns)
+        self.values.insert(position, value)
+
+    def nearest(self, stamp_ns: int, tolerance_ns: Optional[int]):
+        if not self.stamps:
+            return None
+        i = bisect.bisect_left(self.stamps, stamp_ns)
+        best = min((j for j in (i - 1, i) if 0 <= j < len(self.stamps)), key=lambda j: abs(self.stamps[j] - stamp_ns))
+        if tolerance_ns is not None and abs(self.stamps[best] - stamp_ns) > tolerance_ns:
+            return None
+        return self.values[best]
+
+
+class BagReader:
+    """Frames of a rosbag2 recording; ``len()`` is the number of image messages.
+
+    path: a bag directory (MCAP or sqlite3, with metadata.yaml) or a single .mcap / .db3 file.
+    image_topic: sensor_msgs/Image or CompressedImage; camera_info_topic: sensor_msgs/CameraInfo
+    (not needed when ``intrinsics`` is given); depth_topic: optional depth images (None: ignore);
+    pose_topic: optional PoseStamped ground truth (None: ignore), used before TF;
+    tf_parent / tf_child: ground truth from TF (tf_child None: the image's frame_id);
+    stamp_tolerance_s: how far depth, pose and TF stamps may be from the image stamp.
+    """
+
+    def __init__(self, path, *, image_topic: str = BagTopics.image, camera_info_topic: str = BagTopics.camera_info,
+                 depth_topic: Optional[str] = BagTopics.depth, pose_topic: Optional[str] = BagTopics.pose,
+                 tf_topic: str = BagTopics.tf, tf_static_topic: str = BagTopics.tf_static,
+                 tf_parent: str = BagTopics.map_frame, tf_child: Optional[str] = None,
+                 stamp_tolerance_s: float = 0.02, intrinsics: Optional[Intrinsics] = None) -> None:
+        from rosbags.rosbag2 import Reader
+
+        self.path = Path(path)
+        self.image_topic, self.camera_info_topic = image_topic, camera_info_topic
+        self.depth_topic, self.pose_topic = depth_topic, pose_topic
+        self.tf_topics = (tf_topic, tf_static_topic)
+        self.tf_parent, self.tf_child = tf_parent, tf_child
+        self.tolerance_ns = int(round(stamp_tolerance_s * 1e9))
+        self.intrinsics_override = intrinsics
+        self.typestore = _typestore()
+        try:
+            self._reader = Reader(self.path)
+            self._reader.open()
+        except FileNotFoundError as error:
+            raise RecordingError(f"{self.path}: no such bag ({error})") from None
+        except Exception as error:  # rosbags raises several types for damaged files
+            raise RecordingError(f"{self.path}: corrupt or unreadable bag: {error}") from None
+        self.topics = {topic: info for topic, info in self._reader.topics.items()}
+        if image_topic not in self.topics:
+            raise RecordingError(f"{self.path}: no image topic {image_topic!r}; topics present: {self._topic_list()}")
+        self.image_type = self.topics[image_topic].msgtype
+        if self.image_type not in (IMAGE_TYPE, COMPRESSED_TYPE):
+            raise RecordingError(f"{self.path}: topic {image_topic!r} has type {self.image_type}, "
+                                 f"expected {IMAGE_TYPE} or {COMPRESSED_TYPE}")
+        if intrinsics is None and camera_info_topic not in self.topics:
+            raise RecordingError(
+                f"{self.path}: missing intrinsics: no CameraInfo topic {camera_info_topic!r} "
+                f"(pass camera_info_topic or intrinsics); topics present: {self._topic_list()}")
+
+    def _topic_list(self) -> str:
+        return ", ".join(f"{topic} ({info.msgtype})" for topic, info in sorted(self.topics.items())) or "none"
+
+    def __len__(self) -> int:
+        return int(self.topics[self.image_topic].msgcount)
+
+    def close(self) -> None:
+        if self._reader.is_open:
+            self._reader.close()
+
+    def __enter__(self) -> "BagReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _connections(self, topic: Optional[str]):
+        if topic is None or topic not in self.topics:
+            return []
+        return list(self.topics[topic].connections)
+
+    def _messages(self, connections):
+        """Deserialised (connection, message) pairs in bag order; damage becomes RecordingError."""
+        if not connections:
+            return
+        try:
+            for connection, _, raw in self._reader.messages(connections=connections):
+                yield connection, self.typestore.deserialize_cdr(raw, connection.msgtype)
+        except RecordingError:
+            raise
+        except Exception as error:
+            raise RecordingError(f"{self.path}: corrupt or truncated bag: {type(error).__name__}: {error}") from None
+
+    def _read_small_topics(self):
+        infos, poses, tf = _StampIndex(), _StampIndex(), TransformBuffer()
+        static_connections = self._connections(self.tf_topics[1])
+        connections = (self._connections(self.camera_info_topic) + self._connections(self.pose_topic)
+                       + self._connections(self.tf_topics[0]) + static_connections)
+        for connection, message in self._messages(connections):
+            if connection.topic == self.camera_info_topic and connection.msgtype == CAMERA_INFO_TYPE:
+                infos.add(_stamp_ns(message.header), message)
+            elif connection.topic == self.pose_topic and connection.msgtype == POSE_TYPE:
+                poses.add(_stamp_ns(message.header), _pose_matrix(message.pose))
+            elif connection.msgtype == TF_TYPE:
+                for transform in message.transforms:
+                    tf.add(transform.header.frame_id, transform.child_frame_id, _stamp_ns(transform.header),
+                           _transform_matrix(transform.transform), static=connection in static_connections)
+        return infos, poses, tf
+
+    def _intrinsics(self, info, width: int, height: int, stamp_ns: int) -> Intrinsics:
+        if self.intrinsics_override is not None:
+            k = self.intrinsics_override
+            return k if (k.width_px, k.height_px) == (width, height) else k.resized(width, height)
+        if info is None:
+            raise RecordingError(f"{self.path}: missing intrinsics: no CameraInfo on {self.camera_info_topic!r}")
+        k = np.asarray(info.k, np.float64)
+        if k[0] == 0:
+            raise RecordingError(f"{self.path}: missing intrinsics: CameraInfo at {stamp_ns} ns is uncalibrated (k[0] == 0)")
+        if (info.width, info.height) not in ((width, height), (0, 0)):
+            raise RecordingError(f"{self.path}: CameraInfo is for {info.width}x{info.height} images, "
+                                 f"but images on {self.image_topic!r} are {width}x{height}")
+        try:
+            return Intrinsics(float(k[0]), float(k[4]), float(k[2]), float(k[5]), width, height)
+        except ValueError as error:
+            raise RecordingError(f"{self.path}: invalid CameraInfo: {error}") from None
+
+    def _decode_image(self, message, stamp_ns: int) -> np.ndarray:
+        try:
+            if self.image_type == COMPRESSED_TYPE:
+                return images.decode_compressed(message.format, message.data)
+            return images.decode_image(message.encoding, message.height, message.width, message.step,
+                                       bool(message.is_bigendian), message.data, copy=True)
+        except images.ImageDecodeError as error:
+            raise RecordingError(f"{self.path}: image on {self.image_topic!r} at {stamp_ns} ns: {error}") from None
+
+    def _decode_depth(self, message, stamp_ns: int) -> np.ndarray:
+        try:
+            if hasattr(message, "format"):
+                return images.decode_compressed_depth(message.format, message.data)
+            return images.decode_depth(message.encoding, message.height, message.width, message.step,
+                                       bool(message.is_bigendian), message.data)
+        except images.ImageDecodeError as error:
+            raise RecordingError(f"{self.path}: depth on {self.depth_topic!r} at {stamp_ns} ns: {error}") from None
+
+    def __iter__(self) -> Iterator[Frame]:
+        infos, poses, tf = self._read_small_topics()
+        image_connections = self._connections(self.image_topic)
+        depth_connections = self._connections(self.depth_topic)
+        pending_images: deque = deque()
+        pending_depths = _StampIndex()
+        latest_depth_ns = -1
+        max_pending = 64  # images waiting for a depth match; bounds memory if depth is missing
+
+        def emit(stamp_ns: int, message) -> Frame:
+            image = self._decode_image(message, stamp_ns)
+            height, width = image.shape[:2]
+            intrinsics = self._intrinsics(infos.nearest(stamp_ns, None), width, height, stamp_ns)
+            depth = None
+            depth_message = pending_depths.nearest(stamp_ns, self.tolerance_ns)
+            if depth_message is not None:
+                depth = self._decode_depth(depth_message, stamp_ns)
+                if depth.shape != (height, width):
+                    raise RecordingError(
+                        f"{self.path}: depth on {self.depth_topic!r} is {depth.shape[1]}x{depth.shape[0]}, images are "
+                        f"{width}x{height} (depth must be registered to the image; pass depth_topic=None to ignore it)")
+            pose = poses.nearest(stamp_ns, self.tolerance_ns)
+            if pose is None and tf:
+                child = self.tf_child or message.header.frame_id
+                pose = tf.lookup(self.tf_parent, child, stamp_ns, self.tolerance_ns)
+            # Depth messages older than this image can match no later image.
+            while pending_depths.stamps and pending_depths.stamps[0] < stamp_ns - self.tolerance_ns:
+                pending_depths.stamps.pop(0)
+                pending_depths.values.pop(0)
+            return Frame(image, intrinsics, stamp_ns, depth, None if pose is None else pose.copy(),
+                         f"{self.image_topic}@{stamp_ns}")
+
+        image_ids = {c.id for c in image_connections}
+        for connection, message in self._messages(image_connections + depth_connections):
+            stamp_ns = _stamp_ns(message.header)
+            if connection.id in image_ids and connection.topic == self.image_topic:
+                pending_images.append((stamp_ns, message))
+            else:
+                pending_depths.add(stamp_ns, message)
+                latest_depth_ns = max(latest_depth_ns, stamp_ns)
+            while pending_images and (not depth_connections or len(pending_images) > max_pending
+                                      or latest_depth_ns >= pending_images[0][0] + self.tolerance_ns):
+                yield emit(*pending_images.popleft())
+        while pending_images:
+            yield emit(*pending_images.popleft())

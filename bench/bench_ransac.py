@@ -1,0 +1,15 @@
+#!/usr/bin/env python3
+"""Same as `dsac-ros bench ransac`: DSAC vs PoseLib vs OpenCV MAGSAC; JSON to bench/results/ransac.json."""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dsac_ros.benchmarks import ransac  # noqa: E402
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    ransac.add_arguments(parser)
+    sys.exit(ransac.run(parser.parse_args()))

@@ -1,0 +1,129 @@
+"""``dsac-ros evaluate DATA --map MAP.pt [--report DIR]``: localise every frame and report errors.
+
+DATA is a folder or a rosbag2 (anything ``dsac_ros.data.read_frames`` reads). Frames need
+ground-truth poses to be scored; frames without are localised, timed and listed, not scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+DEFAULT_SEED = 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", metavar="DATA", help="folder or rosbag2 with images, intrinsics and ground-truth poses")
+    parser.add_argument("--map", required=True, metavar="MAP.pt", help="map file written by 'dsac-ros map'")
+    parser.add_argument("--report", metavar="DIR", default=None,
+                        help="write metrics.json, per_frame.csv, est.txt/gt.txt (TUM) and PNG plots here")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch (default: torch's choice; 1 is often faster on a busy machine)")
+    parser.add_argument("--hypotheses", type=int, default=None, help="RANSAC hypotheses (default: the core's, 64)")
+    parser.add_argument("--inlier-threshold", type=float, default=None, metavar="PX",
+                        help="inlier reprojection threshold in pixels of the input image (default: the core's, 10)")
+    parser.add_argument("--use-depth", action="store_true",
+                        help="localise with the recorded depth (RGB-D hypotheses) instead of RGB only")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help="RANSAC seed of the first frame; frame i uses seed + i (default: 0)")
+    parser.add_argument("--every", type=int, default=1, metavar="K", help="use every K-th frame (default: 1)")
+    parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots in the report")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _ransac_options(args: argparse.Namespace):
+    from dsac_ros.dsac import RansacOptions
+    changes = {}
+    if args.hypotheses is not None:
+        changes["hypotheses"] = args.hypotheses
+    if args.inlier_threshold is not None:
+        changes["inlier_threshold_px"] = args.inlier_threshold
+    return RansacOptions(**changes)
+
+
+def evaluate_frames(localizer, frames, use_depth: bool = False, seed: int | None = DEFAULT_SEED,
+                    every: int = 1, max_frames: int | None = None, progress: bool = True, total: int | None = None):
+    """Localise frames -> list of FrameRecord. ``frames`` is any iterable of dsac_ros.frame.Frame."""
+    from tqdm import tqdm
+
+    from dsac_ros.evaluation import FrameRecord
+
+    records: list[FrameRecord] = []
+    expected = None if total is None else (total + every - 1) // every
+    if max_frames is not None:
+        expected = max_frames if expected is None else min(expected, max_frames)
+    bar = tqdm(total=expected, unit="frame", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    within = 0
+    try:
+        for index, frame in enumerate(frames):
+            if index % every:
+                continue
+            if max_frames is not None and len(records) >= max_frames:
+                break
+            frame_seed = None if seed is None else seed + index
+            result = localizer.localize(frame.image_rgb, frame.intrinsics,
+                                        depth_m=frame.depth_m if use_depth else None, seed=frame_seed)
+            record = FrameRecord.from_result(result, frame.world_T_cam, frame.stamp_ns, frame.name or str(index))
+            records.append(record)
+            translation_m, rotation_deg = record.errors()
+            within += translation_m < 0.05 and rotation_deg < 5.0
+            bar.update(1)
+            bar.set_postfix_str(f"5cm/5deg {100.0 * within / len(records):.0f}%  "
+                                f"{result.timings_ms.get('total', 0.0):.0f} ms  {result.status}")
+    finally:
+        bar.close()
+    return records
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    import torch
+
+    from dsac_ros.data import open_recording
+    from dsac_ros.device import DeviceError
+    from dsac_ros.evaluation import compute_metrics, format_metrics_table, write_report
+    from dsac_ros.localizer import Localizer
+    from dsac_ros.mapfile import MapFileError
+
+    if args.every < 1 or (args.max_frames is not None and args.max_frames < 1):
+        print("dsac-ros evaluate: --every and --max-frames must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        localizer = Localizer(args.map, device=args.device, ransac=_ransac_options(args), num_threads=args.threads)
+    except (MapFileError, DeviceError, ValueError) as error:
+        print(f"dsac-ros evaluate: {error}", file=sys.stderr)
+        return 2
+    data_path = Path(args.data)
+    try:
+        recording = open_recording(data_path)
+        try:
+            records = evaluate_frames(localizer, recording, use_depth=args.use_depth, seed=args.seed,
+                                      every=args.every, max_frames=args.max_frames, progress=not args.quiet,
+                                      total=len(recording))
+        finally:
+            close = getattr(recording, "close", None)
+            if close is not None:
+                close()
+    except (OSError, ValueError) as error:
+        print(f"dsac-ros evaluate: cannot read {data_path}: {error}", file=sys.stderr)
+        return 2
+    if not records:
+        print(f"dsac-ros evaluate: no frames in {data_path}", file=sys.stderr)
+        return 1
+    metrics = compute_metrics(records)
+    title = f"{data_path.name} with {Path(args.map).name} on {localizer.device_name}"
+    print(format_metrics_table(metrics, title))
+    if metrics["frames"] == 0:
+        print("dsac-ros evaluate: no frame has a ground-truth pose; nothing was scored", file=sys.stderr)
+    if args.report:
+        run_info = {"data": str(data_path), "map": str(args.map), "device": localizer.device_name,
+                    "threads": torch.get_num_threads(),
+                    "use_depth": bool(args.use_depth), "seed": args.seed, "every": args.every,
+                    "ransac": localizer.ransac_dict()}
+        paths = write_report(args.report, records, metrics, title=title, extra=run_info, plots=not args.no_plots)
+        print(f"report written to {Path(args.report)} ({', '.join(p.name for p in paths.values())})")
+    return 0

@@ -1,0 +1,225 @@
+"""The one entry point the ROS node and evaluation call: image (+ intrinsics, depth) -> camera pose.
+
+    localizer = Localizer("scene.pt", device="auto", ransac=RansacOptions(hypotheses=64))
+    result = localizer.localize(image_rgb, intrinsics)        # LocalizationResult, never raises on data
+    if result.success: use(result.world_T_cam, result.covariance_6x6)
+
+The network predicts one scene coordinate per 8x8 cell of the resized image; the cell centres are
+mapped back to the caller's pixels (``dsac_ros.network.cell_centers_px``) so DSAC runs with the
+caller's intrinsics, and its pixel thresholds are in the caller's pixels.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from dsac_ros.camera import Intrinsics
+from dsac_ros.device import describe_device, resolve_device
+from dsac_ros.dsac import RansacOptions, estimate_pose
+from dsac_ros.mapfile import SceneMap, load_map
+from dsac_ros.network import OUTPUT_STRIDE, backproject_depth_at, prepare_input
+
+logger = logging.getLogger(__name__)
+
+STATUS_OK, STATUS_LOST, STATUS_BAD_INPUT = "OK", "LOST", "BAD_INPUT"
+# Below this the image cannot hold a single useful cell of context.
+MIN_IMAGE_SIDE_PX = 2 * OUTPUT_STRIDE
+
+
+@dataclass
+class LocalizationResult:
+    """The outcome of one ``localize`` call. Never holds NaN or inf.
+
+    status: "OK" (pose found), "LOST" (DSAC found no pose with enough support), "BAD_INPUT" (the
+    frame itself is unusable); reason explains anything but OK. world_T_cam (4, 4) float64 and
+    covariance_6x6 (x, y, z, rot X, rot Y, rot Z in the world frame; m^2, rad^2) are None unless OK.
+    inlier_ratio = inlier_count / correspondences (the cells with a prediction).
+    timings_ms: "network" (resize + forward), "ransac", "total"; ransac_timings_ms: the core's own
+    split (sampling, scoring, refinement, total); device: where the network ran.
+    """
+
+    success: bool
+    status: str
+    reason: str = ""
+    world_T_cam: Optional[np.ndarray] = None
+    covariance_6x6: Optional[np.ndarray] = None
+    inlier_count: int = 0
+    inlier_ratio: float = 0.0
+    score: float = 0.0
+    hypotheses_valid: int = 0
+    correspondences: int = 0
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    device: str = ""
+    ransac_timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+class Localizer:
+    """A map on a device, with DSAC settings that may change between calls.
+
+    scene_map: a map file path or a loaded ``SceneMap``; device: auto | cpu | cuda | cuda:N
+    (DeviceError if unavailable); ransac: ``RansacOptions`` (assign ``localizer.ransac`` or call
+    ``set_ransac(**changes)`` at any time; each call reads the options once, so a change made by
+    another thread applies from the next frame). input_height_px overrides the map's network
+    input height (a multiple of 8): smaller is faster and coarser. num_threads, if given, sets
+    torch's CPU thread count for the whole process (torch has no per-model setting): on a loaded
+    machine one thread avoids threads spin-waiting on each other (see bench/bench_localizer.py).
+    Raises MapFileError for a bad map; data problems of a frame never raise.
+    """
+
+    def __init__(self, scene_map: str | Path | SceneMap, device: str | torch.device = "auto",
+                 ransac: RansacOptions | None = None, input_height_px: int | None = None,
+                 num_threads: int | None = None) -> None:
+        self.map = scene_map if isinstance(scene_map, SceneMap) else load_map(scene_map)
+        if num_threads is not None:
+            if int(num_threads) < 1:
+                raise ValueError(f"num_threads must be at least 1, got {num_threads}")
+            torch.set_num_threads(int(num_threads))
+        self.device = resolve_device(device)
+        self.device_name = describe_device(self.device)
+        # channels_last: same results, 15-25 % faster convolutions on this CPU (bench/bench_localizer.py).
+        self.network = self.map.network.to(self.device).eval().to(memory_format=torch.channels_last)
+        for parameter in self.network.parameters():
+            parameter.requires_grad_(False)
+        height = self.map.input_height_px if not input_height_px else int(input_height_px)
+        if height <= 0 or height % OUTPUT_STRIDE:
+            raise ValueError(f"input_height_px must be a positive multiple of {OUTPUT_STRIDE}, got {height}")
+        self.input_height_px = height
+        self.ransac = ransac if ransac is not None else RansacOptions()
+        logger.info("localizer: map %s (%s network, input height %d px) on %s",
+                    self.map.path or "<in memory>", self.map.network_config.get("name", "custom"),
+                    self.input_height_px, self.device_name)
+
+    @property
+    def ransac(self) -> RansacOptions:
+        return self._ransac
+
+    @ransac.setter
+    def ransac(self, options: RansacOptions) -> None:
+        if not isinstance(options, RansacOptions):
+            raise TypeError(f"ransac must be RansacOptions, got {type(options).__name__}")
+        self._ransac = options
+
+    def set_ransac(self, **changes: Any) -> RansacOptions:
+        """Change some RANSAC options (validated by RansacOptions); returns the new options."""
+        self.ransac = replace(self._ransac, **changes)
+        return self._ransac
+
+    def ransac_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self._ransac, f.name) for f in fields(self._ransac)}
+
+    # --- prediction ---------------------------------------------------------------------------
+
+    def predict(self, image_rgb: np.ndarray) -> tuple[torch.Tensor, np.ndarray, tuple[int, int]]:
+        """Scene coordinates of an image (no input checks; see ``localize``).
+
+        Returns coords_world (N, 3) float32 on the localizer's device, pixels_xy (N, 2) float64
+        cell centres in the image's pixels (row-major over cells), and the grid (cells_h, cells_w).
+        """
+        prepared = prepare_input(image_rgb, self.input_height_px, self.map.normalization)
+        with torch.inference_mode():
+            coords = self.network(prepared.tensor.to(self.device))[0]  # (3, h, w)
+        cells_w, cells_h = prepared.cells_size
+        return coords.reshape(3, -1).T, prepared.cell_centers_px(), (cells_h, cells_w)
+
+    # --- the entry point ----------------------------------------------------------------------
+
+    def localize(self, image_rgb: np.ndarray, intrinsics: Intrinsics, depth_m: Optional[np.ndarray] = None,
+                 seed: Optional[int] = None) -> LocalizationResult:
+        """Camera pose of one frame.
+
+        image_rgb: (H, W, 3) uint8 RGB (or (H, W) uint8 grayscale); intrinsics: of this image
+        (width_px, height_px must be W, H); depth_m: optional (H, W) float metres registered to the
+        image (0 / NaN = no depth) for RGB-D hypotheses; seed: makes the RANSAC draw reproducible.
+        """
+        start = time.perf_counter()
+        options = self._ransac
+        problem = self._check_input(image_rgb, intrinsics, depth_m)
+        if problem:
+            return self._result(False, STATUS_BAD_INPUT, problem, start, {})
+
+        coords_world, pixels_xy, grid_hw = self.predict(image_rgb)
+        self._sync()
+        network_ms = (time.perf_counter() - start) * 1e3
+        coords_cam = None
+        if depth_m is not None:
+            points_cam, valid = backproject_depth_at(np.asarray(depth_m), intrinsics, pixels_xy)
+            points_cam[~valid] = np.nan  # the core ignores rows without depth
+            coords_cam = torch.as_tensor(points_cam, device=self.device)
+        if seed is not None:
+            options = replace(options, seed=int(seed))
+        pixels = torch.as_tensor(pixels_xy, device=self.device)
+        ransac_start = time.perf_counter()
+        estimate, info = estimate_pose(pixels, coords_world, intrinsics, options, coords_cam=coords_cam,
+                                       grid_hw=grid_hw)
+        ransac_ms = (time.perf_counter() - ransac_start) * 1e3
+        timings = {"network": network_ms, "ransac": ransac_ms}
+        correspondences = int(pixels_xy.shape[0])
+        common = dict(inlier_count=int(estimate.inlier_count), hypotheses_valid=int(info.hypotheses_valid),
+                      correspondences=correspondences, score=_finite(estimate.score),
+                      ransac_timings_ms={k: float(v) for k, v in info.timings_ms.items()},
+                      inlier_ratio=estimate.inlier_count / correspondences if correspondences else 0.0)
+        if not estimate.success:
+            return self._result(False, STATUS_LOST, estimate.reason or "no pose found", start, timings, **common)
+        covariance = estimate.covariance_6x6
+        if covariance is not None and not np.all(np.isfinite(covariance)):
+            covariance = None
+        return self._result(True, STATUS_OK, "", start, timings,
+                            world_T_cam=np.asarray(estimate.world_T_cam, dtype=np.float64),
+                            covariance_6x6=covariance, **common)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _result(self, success: bool, status: str, reason: str, start: float, timings: dict[str, float],
+                **values: Any) -> LocalizationResult:
+        timings = dict(timings)
+        timings.setdefault("network", 0.0)
+        timings.setdefault("ransac", 0.0)
+        timings["total"] = (time.perf_counter() - start) * 1e3
+        return LocalizationResult(success, status, reason, timings_ms=timings, device=str(self.device), **values)
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @staticmethod
+    def _check_input(image_rgb: Any, intrinsics: Any, depth_m: Any) -> str:
+        """'' when the frame is usable, else the reason it is not."""
+        if not isinstance(image_rgb, np.ndarray):
+            return f"image must be a numpy array, got {type(image_rgb).__name__}"
+        if image_rgb.dtype != np.uint8:
+            return f"image must be uint8, got {image_rgb.dtype}"
+        if not (image_rgb.ndim == 3 and image_rgb.shape[2] == 3) and image_rgb.ndim != 2:
+            return f"image must be (H, W, 3) RGB or (H, W) gray, got shape {image_rgb.shape}"
+        height, width = image_rgb.shape[:2]
+        if min(height, width) < MIN_IMAGE_SIDE_PX:
+            return f"image is {width}x{height}: both sides must be at least {MIN_IMAGE_SIDE_PX} px"
+        if not isinstance(intrinsics, Intrinsics):
+            return f"intrinsics must be dsac_ros.camera.Intrinsics, got {type(intrinsics).__name__}"
+        if (intrinsics.width_px, intrinsics.height_px) != (width, height):
+            return (f"intrinsics are for {intrinsics.width_px}x{intrinsics.height_px} but the image is "
+                    f"{width}x{height}: rescale them with Intrinsics.resized")
+        low, high = int(image_rgb.min()), int(image_rgb.max())
+        if low == high:
+            black = ", all black" if high == 0 else ""
+            return f"image is uniform (every pixel {low}{black}): nothing to localise against"
+        if depth_m is not None:
+            if not isinstance(depth_m, np.ndarray) or depth_m.shape != (height, width):
+                shape = getattr(depth_m, "shape", type(depth_m).__name__)
+                return f"depth must be an (H, W) = ({height}, {width}) array registered to the image, got {shape}"
+            if not np.issubdtype(depth_m.dtype, np.floating):
+                return f"depth must be float metres, got {depth_m.dtype} (convert millimetres with / 1000)"
+            if not np.any(np.isfinite(depth_m) & (depth_m > 0)):
+                return "depth has no valid pixels (all zero, negative or NaN)"
+        return ""
+
+
+def _finite(value: float) -> float:
+    value = float(value)
+    return value if np.isfinite(value) else 0.0

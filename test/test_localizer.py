@@ -1,0 +1,280 @@
+"""The localizer on a map fitted to the tiny scene: poses, statuses, settings, and agreement with
+what evaluation (library and ``dsac-ros evaluate``) reports."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from dsac_ros.cli import main as cli_main
+from dsac_ros.data import write_folder
+from dsac_ros.data.scenes import get_scene
+from dsac_ros.device import DeviceError
+from dsac_ros.dsac import RansacOptions
+from dsac_ros.evaluation import FrameRecord, compute_metrics
+from dsac_ros.geometry import pose_errors, transform_points
+from dsac_ros.localizer import Localizer
+from dsac_ros.mapfile import load_map, save_map
+from dsac_ros.network import backproject_depth_at, build_network, prepare_input
+
+# The fitted map memorises a few mapping frames of the tiny scene (160 x 120): enough for DSAC to
+# find their poses, which is what these tests need. Bump FIT_VERSION when the fit changes.
+FIT_VERSION = 2
+FIT_STRIDE = 6  # mapping frames 0, 6, 12, 18
+FIT_STEPS = 600
+# A small custom architecture (stored in the map like any other): about 12 s of CPU to fit.
+FIT_NETWORK = {"name": "test-small", "encoder": {"channels": [8, 16, 32, 64], "residual_blocks": 1,
+                                                 "feature_channels": 64},
+               "head": {"width": 64, "residual_blocks": 1}}
+INPUT_HEIGHT_PX = 120
+# DSAC*'s 10 px threshold is for 640 x 480 images; these are 160 x 120.
+TINY_RANSAC = RansacOptions(inlier_threshold_px=4.0)
+# The quick fit is good to a few centimetres on the fitted frames, not to DSAC* accuracy.
+FITTED_MAX_TRANSLATION_M, FITTED_MAX_ROTATION_DEG = 0.05, 2.0
+
+
+def fit_tiny_map(path):
+    # One thread: on 2 cores shared with other work, two threads spin-wait on each other
+    # (measured 0.07 s of CPU per step with one thread, 1.8 s with two under load).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _fit_tiny_map(path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fit_tiny_map(path, seed=0):
+    torch.manual_seed(seed)
+    scene = get_scene("tiny")
+    frames = list(scene.render_frames("mapping", stride=FIT_STRIDE))
+    images, targets, valids = [], [], []
+    for frame in frames:
+        prepared = prepare_input(frame.image_rgb, INPUT_HEIGHT_PX)
+        points_cam, valid = backproject_depth_at(frame.depth_m, frame.intrinsics, prepared.cell_centers_px())
+        images.append(prepared.tensor)
+        targets.append(transform_points(frame.world_T_cam, points_cam))
+        valids.append(valid)
+    cells_w, cells_h = prepared.cells_size
+    images = torch.cat(images)
+    target = torch.tensor(np.stack(targets), dtype=torch.float32)
+    target = target.reshape(len(frames), cells_h, cells_w, 3).permute(0, 3, 1, 2)  # (B, 3, h, w)
+    valid = torch.tensor(np.stack(valids)).reshape(len(frames), cells_h, cells_w).float()
+    centre = np.concatenate(targets)[np.concatenate(valids)].mean(axis=0)
+    network = build_network(FIT_NETWORK, centre)
+    optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=FIT_STEPS, pct_start=0.05,
+                                                   div_factor=2)
+    for _ in range(FIT_STEPS):
+        error_m = (network(images) - target).norm(dim=1)
+        loss = (error_m * valid).sum() / valid.sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    save_map(path, network.eval(), INPUT_HEIGHT_PX,
+             training={"mode": "test-fit", "scene": "tiny", "frames": len(frames), "steps": FIT_STEPS,
+                       "final_loss_m": loss.item()})
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Keep this file fast on a shared 2-core machine (see fit_tiny_map); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def map_path(cache_dir):
+    path = cache_dir / f"test_localizer_tiny_map_v{FIT_VERSION}.pt"
+    if not path.exists():
+        fit_tiny_map(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def localizer(map_path):
+    return Localizer(map_path, device="cpu", ransac=TINY_RANSAC)
+
+
+@pytest.fixture(scope="module")
+def fitted_frames():
+    return list(get_scene("tiny").render_frames("mapping", stride=FIT_STRIDE))
+
+
+@pytest.fixture(scope="module")
+def unseen_frames():
+    return list(get_scene("tiny").render_frames("test", stride=4))
+
+
+def test_fitted_frames_localise_and_errors_match_evaluation(localizer, fitted_frames, unseen_frames):
+    frames = fitted_frames + unseen_frames
+    results = [localizer.localize(f.image_rgb, f.intrinsics, seed=i) for i, f in enumerate(frames)]
+    records = [FrameRecord.from_result(r, f.world_T_cam, f.stamp_ns, f.name) for r, f in zip(results, frames)]
+    metrics = compute_metrics(records)
+
+    expected = []
+    for result, frame in zip(results, frames):
+        if result.success:
+            translation_m, rotation_deg = pose_errors(result.world_T_cam, frame.world_T_cam)
+            expected.append((float(translation_m), float(rotation_deg)))
+        else:
+            assert result.status == "LOST" and result.world_T_cam is None and result.reason
+            expected.append((np.inf, np.inf))
+    expected = np.array(expected)
+    assert np.allclose([r.errors() for r in records], expected)
+    within = (expected[:, 0] < 0.05) & (expected[:, 1] < 5)
+    assert metrics["pct_5cm_5deg"] == pytest.approx(100 * within.mean())
+    assert metrics["frames"] == len(frames) and metrics["localized"] == sum(r.success for r in results)
+
+    fitted = expected[:len(fitted_frames)]
+    assert np.all(fitted[:, 0] < FITTED_MAX_TRANSLATION_M) and np.all(fitted[:, 1] < FITTED_MAX_ROTATION_DEG), fitted
+    for result in results[:len(fitted_frames)]:
+        assert result.status == "OK" and result.reason == ""
+        assert result.inlier_count >= 50 and 0 < result.inlier_ratio <= 1
+        assert result.inlier_ratio == pytest.approx(result.inlier_count / result.correspondences)
+        assert result.correspondences == 15 * 20
+        assert result.hypotheses_valid > 0 and result.score > 0
+        covariance = result.covariance_6x6
+        assert covariance.shape == (6, 6) and np.all(np.isfinite(covariance))
+        assert np.allclose(covariance, covariance.T) and np.all(np.linalg.eigvalsh(covariance) > 0)
+        assert set(result.timings_ms) >= {"network", "ransac", "total"}
+        assert result.timings_ms["total"] >= result.timings_ms["network"] + result.timings_ms["ransac"] - 1e-6
+        assert result.device == "cpu"
+
+
+def test_evaluate_verb_reports_what_the_localizer_returns(localizer, map_path, fitted_frames, tmp_path):
+    data = tmp_path / "recording"
+    write_folder(fitted_frames, data)
+    report = tmp_path / "report"
+    assert cli_main(["evaluate", str(data), "--map", str(map_path), "--report", str(report), "--device", "cpu",
+                     "--inlier-threshold", str(TINY_RANSAC.inlier_threshold_px), "--seed", "5", "--quiet",
+                     "--no-plots"]) == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    direct = []
+    for index, frame in enumerate(fitted_frames):  # the verb seeds frame i with seed + i
+        result = localizer.localize(frame.image_rgb, frame.intrinsics, seed=5 + index)
+        direct.append(pose_errors(result.world_T_cam, frame.world_T_cam))
+    direct = np.array(direct, dtype=np.float64)
+    assert metrics["frames"] == len(fitted_frames) and metrics["localized"] == len(fitted_frames)
+    assert metrics["pct_5cm_5deg"] == pytest.approx(100 * np.mean((direct[:, 0] < 0.05) & (direct[:, 1] < 5)))
+    # The folder stores the images losslessly, so the verb sees the same pixels.
+    assert metrics["median_translation_cm"] == pytest.approx(100 * np.median(direct[:, 0]), abs=1e-6)
+    assert metrics["median_rotation_deg"] == pytest.approx(np.median(direct[:, 1]), abs=1e-6)
+    assert metrics["run"]["device"].startswith("cpu")
+    assert len((report / "est.txt").read_text().splitlines()) == len(fitted_frames)
+
+
+def test_evaluate_verb_refuses_a_bad_map_with_its_reason(tmp_path, fitted_frames, capsys):
+    data = tmp_path / "recording"
+    write_folder(fitted_frames[:1], data)
+    (tmp_path / "bad.pt").write_bytes(b"PK\x03\x04 not really")
+    assert cli_main(["evaluate", str(data), "--map", str(tmp_path / "bad.pt"), "--quiet"]) == 2
+    assert "truncated" in capsys.readouterr().err
+
+
+def test_same_seed_same_pose(localizer, fitted_frames):
+    frame = fitted_frames[1]
+    first = localizer.localize(frame.image_rgb, frame.intrinsics, seed=11)
+    second = localizer.localize(frame.image_rgb, frame.intrinsics, seed=11)
+    assert np.array_equal(first.world_T_cam, second.world_T_cam)
+
+
+def test_rgbd_localisation_uses_depth(localizer, fitted_frames):
+    frame = fitted_frames[2]
+    depth = frame.depth_m.copy()
+    depth[:, :40] = np.nan  # missing depth in part of the image is fine
+    result = localizer.localize(frame.image_rgb, frame.intrinsics, depth_m=depth, seed=0)
+    assert result.success
+    translation_m, rotation_deg = pose_errors(result.world_T_cam, frame.world_T_cam)
+    assert translation_m < FITTED_MAX_TRANSLATION_M and rotation_deg < FITTED_MAX_ROTATION_DEG
+
+
+def test_ransac_options_change_between_calls(map_path, fitted_frames):
+    localizer = Localizer(map_path, device="cpu", ransac=TINY_RANSAC)
+    frame = fitted_frames[0]
+    assert localizer.localize(frame.image_rgb, frame.intrinsics, seed=0).success
+    localizer.set_ransac(min_inliers=100_000)
+    lost = localizer.localize(frame.image_rgb, frame.intrinsics, seed=0)
+    assert lost.status == "LOST" and "inliers" in lost.reason and lost.world_T_cam is None
+    assert lost.covariance_6x6 is None and np.isfinite(lost.score)
+    localizer.ransac = RansacOptions(hypotheses=16, inlier_threshold_px=4.0)
+    again = localizer.localize(frame.image_rgb, frame.intrinsics, seed=0)
+    assert again.success and again.hypotheses_valid <= 16
+    with pytest.raises(ValueError):
+        localizer.set_ransac(hypotheses=0)
+    with pytest.raises(TypeError):
+        localizer.ransac = {"hypotheses": 8}
+    assert localizer.ransac.hypotheses == 16  # a refused change leaves the options as they were
+
+
+def _bad_inputs(frame):
+    image, intrinsics = frame.image_rgb, frame.intrinsics
+    h, w = image.shape[:2]
+    return {
+        "float image": (image.astype(np.float32), intrinsics, None, "uint8"),
+        "4 channels": (np.zeros((h, w, 4), np.uint8), intrinsics, None, "shape"),
+        "list": (image.tolist(), intrinsics, None, "numpy array"),
+        "tiny image": (image[:8, :8], intrinsics.resized(8, 8), None, "at least"),
+        "intrinsics for another size": (image, intrinsics.resized(2 * w, 2 * h), None, "rescale"),
+        "K matrix instead of Intrinsics": (image, intrinsics.K, None, "Intrinsics"),
+        "all black": (np.zeros_like(image), intrinsics, None, "all black"),
+        "NaN depth": (image, intrinsics, np.full((h, w), np.nan, np.float32), "no valid pixels"),
+        "depth of another size": (image, intrinsics, np.ones((h // 2, w // 2), np.float32), "registered"),
+        "depth in millimetres": (image, intrinsics, np.ones((h, w), np.uint16), "float metres"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bad_inputs(get_scene("tiny").render_frames("test").__next__())))
+def test_bad_input_is_a_status_not_an_exception(localizer, unseen_frames, case):
+    image, intrinsics, depth, words = _bad_inputs(unseen_frames[0])[case]
+    result = localizer.localize(image, intrinsics, depth_m=depth)
+    assert result.status == "BAD_INPUT" and not result.success
+    assert words in result.reason
+    assert result.world_T_cam is None and result.covariance_6x6 is None
+    assert result.timings_ms["total"] >= 0 and result.timings_ms["network"] == 0.0
+
+
+def test_grayscale_images_are_accepted(localizer, fitted_frames):
+    frame = fitted_frames[0]
+    gray = (frame.image_rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114])).round().astype(np.uint8)
+    result = localizer.localize(gray, frame.intrinsics, seed=0)
+    assert result.success and pose_errors(result.world_T_cam, frame.world_T_cam)[0] < FITTED_MAX_TRANSLATION_M
+
+
+def test_num_threads_option(map_path):
+    threads = torch.get_num_threads()
+    try:
+        Localizer(map_path, device="cpu", num_threads=2)
+        assert torch.get_num_threads() == 2
+        with pytest.raises(ValueError, match="num_threads"):
+            Localizer(map_path, device="cpu", num_threads=0)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_device_cpu_is_logged(map_path, caplog):
+    with caplog.at_level(logging.INFO, logger="dsac_ros.localizer"):
+        localizer = Localizer(load_map(map_path), device="cpu")
+    assert localizer.device == torch.device("cpu")
+    assert "on cpu" in caplog.text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_cuda_without_gpu_is_a_clear_error(map_path):
+    with pytest.raises(DeviceError, match="cuda.*requested but"):
+        Localizer(map_path, device="cuda")
+
+
+def test_input_height_override(map_path, fitted_frames):
+    localizer = Localizer(map_path, device="cpu", ransac=RansacOptions(hypotheses=4, inlier_threshold_px=4.0),
+                          input_height_px=96)
+    frame = fitted_frames[0]
+    result = localizer.localize(frame.image_rgb, frame.intrinsics, seed=0)
+    assert result.correspondences == 12 * 16  # 160x120 -> 128x96 input -> 16x12 cells
+    with pytest.raises(ValueError, match="multiple of 8"):
+        Localizer(map_path, device="cpu", input_height_px=60)

@@ -14,70 +14,15 @@ from dsac_ros.data.scenes import get_scene
 from dsac_ros.device import DeviceError
 from dsac_ros.dsac import RansacOptions
 from dsac_ros.evaluation import FrameRecord, compute_metrics
-from dsac_ros.geometry import pose_errors, transform_points
+from dsac_ros.geometry import pose_errors
 from dsac_ros.localizer import Localizer
-from dsac_ros.mapfile import load_map, save_map
-from dsac_ros.network import backproject_depth_at, build_network, prepare_input
+from dsac_ros.mapfile import load_map
+from fixtures_maps import FIT_STRIDE, build_tiny_map
 
-# The fitted map memorises a few mapping frames of the tiny scene (160 x 120): enough for DSAC to
-# find their poses, which is what these tests need. Bump FIT_VERSION when the fit changes.
-FIT_VERSION = 2
-FIT_STRIDE = 6  # mapping frames 0, 6, 12, 18
-FIT_STEPS = 600
-# A small custom architecture (stored in the map like any other): about 12 s of CPU to fit.
-FIT_NETWORK = {"name": "test-small", "encoder": {"channels": [8, 16, 32, 64], "residual_blocks": 1,
-                                                 "feature_channels": 64},
-               "head": {"width": 64, "residual_blocks": 1}}
-INPUT_HEIGHT_PX = 120
 # DSAC*'s 10 px threshold is for 640 x 480 images; these are 160 x 120.
 TINY_RANSAC = RansacOptions(inlier_threshold_px=4.0)
 # The quick fit is good to a few centimetres on the fitted frames, not to DSAC* accuracy.
 FITTED_MAX_TRANSLATION_M, FITTED_MAX_ROTATION_DEG = 0.05, 2.0
-
-
-def fit_tiny_map(path):
-    # One thread: on 2 cores shared with other work, two threads spin-wait on each other
-    # (measured 0.07 s of CPU per step with one thread, 1.8 s with two under load).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        _fit_tiny_map(path)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _fit_tiny_map(path, seed=0):
-    torch.manual_seed(seed)
-    scene = get_scene("tiny")
-    frames = list(scene.render_frames("mapping", stride=FIT_STRIDE))
-    images, targets, valids = [], [], []
-    for frame in frames:
-        prepared = prepare_input(frame.image_rgb, INPUT_HEIGHT_PX)
-        points_cam, valid = backproject_depth_at(frame.depth_m, frame.intrinsics, prepared.cell_centers_px())
-        images.append(prepared.tensor)
-        targets.append(transform_points(frame.world_T_cam, points_cam))
-        valids.append(valid)
-    cells_w, cells_h = prepared.cells_size
-    images = torch.cat(images)
-    target = torch.tensor(np.stack(targets), dtype=torch.float32)
-    target = target.reshape(len(frames), cells_h, cells_w, 3).permute(0, 3, 1, 2)  # (B, 3, h, w)
-    valid = torch.tensor(np.stack(valids)).reshape(len(frames), cells_h, cells_w).float()
-    centre = np.concatenate(targets)[np.concatenate(valids)].mean(axis=0)
-    network = build_network(FIT_NETWORK, centre)
-    optimizer = torch.optim.Adam(network.parameters(), lr=3e-3)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=FIT_STEPS, pct_start=0.05,
-                                                   div_factor=2)
-    for _ in range(FIT_STEPS):
-        error_m = (network(images) - target).norm(dim=1)
-        loss = (error_m * valid).sum() / valid.sum()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-    save_map(path, network.eval(), INPUT_HEIGHT_PX,
-             training={"mode": "test-fit", "scene": "tiny", "frames": len(frames), "steps": FIT_STEPS,
-                       "final_loss_m": loss.item()})
-
 
 @pytest.fixture(scope="module", autouse=True)
 def one_torch_thread():
@@ -90,10 +35,7 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def map_path(cache_dir):
-    path = cache_dir / f"test_localizer_tiny_map_v{FIT_VERSION}.pt"
-    if not path.exists():
-        fit_tiny_map(path)
-    return path
+    return build_tiny_map(cache_dir)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""Benchmark of the localizer node over real DDS: latency and CPU share.
+
+The node runs in its own process (`dsac_ros.ros.node:main`, as `ros2 run` starts it); this
+process publishes rendered 640 x 480 frames of the tiny scene with their CameraInfo.
+
+- latency: one frame at a time, wall time from `publish(image)` to the receipt of its
+  `~/pose` (and of its `~/status`, which also covers frames that ended LOST); median and p95;
+- CPU share: frames at 10 Hz for `--cpu-seconds`; the node process's user + system CPU time
+  (from /proc) over the wall time, in percent of one core (this machine has `os.cpu_count()`).
+
+Run with the workspace sourced: scripts/ros_env.sh .venv/bin/python bench/bench_node.py
+JSON goes to bench/results/node.json, and a table is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "test"))
+
+import rclpy  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+
+from dsac_ros.data.images import encode_image  # noqa: E402
+from dsac_ros.data.scenes import get_scene  # noqa: E402
+from dsac_ros.msg import LocalizationStatus  # noqa: E402
+from dsac_ros.ros.conversions import ns_to_stamp, stamp_to_ns  # noqa: E402
+from dsac_ros.ros.node import sensor_qos  # noqa: E402
+
+NAMESPACE = "/bench"
+# Raw 640 x 480 rgb8 images are 0.9 MB: with Fast DDS's default shared-memory segment (0.5 MB) and
+# UDP socket buffers (the kernel's 208 kB) nearly every best-effort sample is lost between two
+# processes. A larger segment and socket buffers are the usual fix on a robot as well.
+FASTDDS_LARGE_MESSAGES_XML = """<?xml version="1.0" encoding="UTF-8" ?>
+<dds xmlns="http://www.eprosima.com">
+  <profiles>
+    <transport_descriptors>
+      <transport_descriptor>
+        <transport_id>shm_large</transport_id>
+        <type>SHM</type>
+        <segment_size>16777216</segment_size>
+      </transport_descriptor>
+      <transport_descriptor>
+        <transport_id>udp_large</transport_id>
+        <type>UDPv4</type>
+        <sendBufferSize>4194304</sendBufferSize>
+        <receiveBufferSize>4194304</receiveBufferSize>
+      </transport_descriptor>
+    </transport_descriptors>
+    <participant profile_name="large_messages" is_default_profile="true">
+      <rtps>
+        <useBuiltinTransports>false</useBuiltinTransports>
+        <userTransports>
+          <transport_id>shm_large</transport_id>
+          <transport_id>udp_large</transport_id>
+        </userTransports>
+      </rtps>
+    </participant>
+  </profiles>
+</dds>
+"""
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (and its finished children), seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def default_map_path() -> Path:
+    from fixtures_maps import build_tiny_map  # the test suite's cached map of the tiny scene
+
+    return Path(build_tiny_map())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--map", type=Path, default=None, help="map file (default: the tests' cached tiny map)")
+    parser.add_argument("--fastdds-profile", default="large",
+                        help="Fast DDS XML profile for both processes: 'large' (built in: 16 MB shared memory "
+                             "segment, 4 MB socket buffers), 'none' (middleware defaults) or a file path")
+    parser.add_argument("--frames", type=int, default=30, help="frames for the latency measurement")
+    parser.add_argument("--cpu-seconds", type=float, default=10.0, help="duration of the 10 Hz run")
+    parser.add_argument("--rate-hz", type=float, default=10.0)
+    parser.add_argument("--width", type=int, default=640)
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "node.json")
+    args = parser.parse_args()
+    map_path = args.map or default_map_path()
+
+    # The frames the test map was fitted on, rendered at the benchmark size: they localise, so
+    # every frame yields a pose (the map is small; its accuracy is not what is measured here).
+    from fixtures_maps import FIT_STRIDE
+
+    scene = get_scene("tiny")
+    frames = list(scene.render_frames("mapping", width_px=args.width, height_px=args.height, stride=FIT_STRIDE))
+    intrinsics = frames[0].intrinsics
+    encoded = []
+    for frame in frames:
+        step, data = encode_image(frame.image_rgb, "rgb8")
+        encoded.append((step, data))
+
+    node_cmd = [sys.executable, "-c", "import sys; from dsac_ros.ros.node import main; sys.exit(main())",
+                "--ros-args", "-r", f"__ns:={NAMESPACE}", "-p", f"map_path:={map_path}", "-p", f"device:={args.device}",
+                "-p", "tf_mode:=map_to_camera", "-p", "min_inliers:=20", "--log-level", "warn"]
+    env = dict(os.environ, PYTHONPATH=f"{REPO}:{os.environ.get('PYTHONPATH', '')}")
+    if args.fastdds_profile == "large":
+        profile = Path(tempfile.mkdtemp(prefix="bench_node_")) / "fastdds_large_messages.xml"
+        profile.write_text(FASTDDS_LARGE_MESSAGES_XML)
+        args.fastdds_profile = profile
+    if args.fastdds_profile != "none":
+        # Both processes: the variable must be set before this process's rclpy.init.
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(args.fastdds_profile)
+    node_process = subprocess.Popen(node_cmd, env=env)
+
+    rclpy.init()
+    driver = rclpy.create_node("bench_driver")
+    executor = SingleThreadedExecutor()
+    executor.add_node(driver)
+    received_pose: dict[int, float] = {}
+    received_status: dict[int, tuple[float, LocalizationStatus]] = {}
+    reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    driver.create_subscription(PoseStamped, f"{NAMESPACE}/localizer/pose",
+                               lambda m: received_pose.setdefault(stamp_to_ns(m.header.stamp), time.perf_counter()),
+                               reliable)
+    driver.create_subscription(LocalizationStatus, f"{NAMESPACE}/localizer/status",
+                               lambda m: received_status.setdefault(stamp_to_ns(m.header.stamp),
+                                                                    (time.perf_counter(), m)), reliable)
+    image_pub = driver.create_publisher(Image, f"{NAMESPACE}/image", sensor_qos())
+    info_pub = driver.create_publisher(CameraInfo, f"{NAMESPACE}/camera_info", sensor_qos())
+    info = CameraInfo(width=intrinsics.width_px, height=intrinsics.height_px, distortion_model="plumb_bob")
+    info.k = [float(v) for v in intrinsics.K.reshape(9)]
+    info.d = [0.0] * 5
+
+    def spin_until(condition, timeout_s):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not condition():
+            executor.spin_once(timeout_sec=0.005)
+        return condition()
+
+    def image_msg(index: int, stamp_ns: int) -> Image:
+        step, data = encoded[index % len(encoded)]
+        msg = Image(encoding="rgb8", height=intrinsics.height_px, width=intrinsics.width_px, step=step)
+        msg.header.stamp, msg.header.frame_id = ns_to_stamp(stamp_ns), "camera_optical"
+        msg.data = data
+        return msg
+
+    result: dict = {}
+    try:
+        if not spin_until(lambda: image_pub.get_subscription_count() > 0 and info_pub.get_subscription_count() > 0, 60):
+            raise RuntimeError("the node's subscriptions did not appear")
+        stamp_ns = 1_000 * 1_000_000_000
+
+        def next_stamp() -> int:
+            nonlocal stamp_ns
+            stamp_ns += 1_000_000  # 1 ms apart, always forward
+            return stamp_ns
+
+        # Warm-up: CameraInfo in, map loaded, first forward pass done.
+        for _ in range(100):
+            info_pub.publish(info)
+            stamp = next_stamp()
+            image_pub.publish(image_msg(0, stamp))
+            if spin_until(lambda: stamp in received_status
+                          and received_status[stamp][1].state_name in ("OK", "LOST"), 5.0):
+                break
+            answer = received_status.get(stamp)
+            print("warm-up: no answer yet (" + (f"{answer[1].state_name}: {answer[1].reason}" if answer else "no status")
+                  + ")", file=sys.stderr)
+        else:
+            raise RuntimeError("the node never localised a warm-up frame")
+
+        pose_latency_ms, status_latency_ms, node_total_ms, network_ms, ransac_ms = [], [], [], [], []
+        for index in range(args.frames):
+            stamp = next_stamp()
+            msg = image_msg(index, stamp)
+            sent = time.perf_counter()
+            image_pub.publish(msg)
+            if not spin_until(lambda: stamp in received_status, 10.0):
+                print(f"frame {index}: no status (lost in transport?)", file=sys.stderr)
+                continue  # lost in transport (best effort): counted below
+            spin_until(lambda: stamp in received_pose, 0.5)
+            status_time, status = received_status[stamp]
+            status_latency_ms.append((status_time - sent) * 1e3)
+            node_total_ms.append(status.total_ms)
+            network_ms.append(status.network_ms)
+            ransac_ms.append(status.ransac_ms)
+            if stamp in received_pose:
+                pose_latency_ms.append((received_pose[stamp] - sent) * 1e3)
+
+        # CPU share at a steady input rate.
+        period = 1.0 / args.rate_hz
+        cpu_before = process_cpu_seconds(node_process.pid)
+        wall_start = time.perf_counter()
+        sent_stamps = []
+        next_time = wall_start
+        while time.perf_counter() - wall_start < args.cpu_seconds:
+            stamp = next_stamp()
+            image_pub.publish(image_msg(len(sent_stamps), stamp))
+            sent_stamps.append(stamp)
+            next_time += period
+            spin_until(lambda: time.perf_counter() >= next_time, period * 2)
+        wall_s = time.perf_counter() - wall_start
+        cpu_s = process_cpu_seconds(node_process.pid) - cpu_before
+        spin_until(lambda: sent_stamps[-1] in received_status, 5.0)
+        processed = sum(1 for s in sent_stamps if s in received_status)
+        last_status = max((received_status[s] for s in sent_stamps if s in received_status),
+                          key=lambda item: stamp_to_ns(item[1].header.stamp), default=(0, None))[1]
+
+        def stats(values):
+            return {"median": float(np.median(values)), "p95": float(np.percentile(values, 95)),
+                    "count": len(values)} if values else {"median": None, "p95": None, "count": 0}
+
+        result = {
+            "image_size_px": [args.width, args.height],
+            "device": args.device,
+            "map": str(map_path),
+            "frames_sent": args.frames,
+            "latency_publish_to_pose_ms": stats(pose_latency_ms),
+            "latency_publish_to_status_ms": stats(status_latency_ms),
+            "node_total_ms": stats(node_total_ms),
+            "node_network_ms": stats(network_ms),
+            "node_ransac_ms": stats(ransac_ms),
+            "fastdds_profile": str(args.fastdds_profile),
+            "load_average_1min": os.getloadavg()[0],
+            "cpu_run": {
+                "input_rate_hz": args.rate_hz, "seconds": wall_s, "frames_sent": len(sent_stamps),
+                "frames_processed": processed,
+                "frames_dropped_reported": int(last_status.frames_dropped) if last_status is not None else None,
+                "node_cpu_percent_of_one_core": 100.0 * cpu_s / wall_s,
+                "cpu_cores": os.cpu_count(),
+            },
+        }
+    finally:
+        executor.shutdown()
+        driver.destroy_node()
+        rclpy.shutdown()
+        node_process.terminate()
+        try:
+            node_process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            node_process.kill()
+
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    pose, status, cpu = result["latency_publish_to_pose_ms"], result["latency_publish_to_status_ms"], result["cpu_run"]
+    fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    print(f"localizer node, {args.width}x{args.height}, device {args.device}")
+    print(f"{'measure':<36}{'median':>10}{'p95':>10}{'n':>6}")
+    print(f"{'publish -> pose (ms)':<36}{fmt(pose['median']):>10}{fmt(pose['p95']):>10}{pose['count']:>6}")
+    print(f"{'publish -> status (ms)':<36}{fmt(status['median']):>10}{fmt(status['p95']):>10}{status['count']:>6}")
+    for key, label in (("node_total_ms", "node total_ms (status field)"), ("node_network_ms", "  of which network"),
+                       ("node_ransac_ms", "  of which ransac")):
+        row = result[key]
+        print(f"{label:<36}{fmt(row['median']):>10}{fmt(row['p95']):>10}{row['count']:>6}")
+    print(f"10 Hz input for {cpu['seconds']:.1f} s: node CPU {cpu['node_cpu_percent_of_one_core']:.0f}% of one core "
+          f"({cpu['cpu_cores']} cores), {cpu['frames_processed']}/{cpu['frames_sent']} frames processed, "
+          f"{cpu['frames_dropped_reported']} dropped (node count)")
+    print(f"load average (1 min) at the end: {result['load_average_1min']:.1f}")
+    print(f"JSON: {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,718 @@
+"""The `localizer` node: images in; pose, covariance, TF, status and diagnostics out.
+
+A thin adapter over ``dsac_ros.localizer.Localizer`` (ROS_CONVENTIONS.md):
+
+- Inputs: ``image`` (sensor_msgs/Image) or ``image/compressed`` (CompressedImage, with
+  ``use_compressed``), ``camera_info``, optionally ``depth`` (``use_depth``), all with the
+  sensor-data QoS at depth 1; ``initialpose`` (PoseWithCovarianceStamped); /tf and /tf_static.
+- Threading: subscription callbacks only store the newest message; one worker thread decodes,
+  localises and publishes. A frame that arrives while another is still waiting is replaced and
+  counted in ``frames_dropped`` (newest wins, nothing queues, latency stays bounded).
+- Outputs, all stamped with the image stamp: ``~/pose`` (PoseStamped), ``~/pose_with_covariance``
+  (PoseWithCovarianceStamped), ``~/status`` (LocalizationStatus, every frame, failures included),
+  ``/diagnostics`` (1 Hz) and TF per ``tf_mode``:
+    map_to_odom    map_T_odom = map_T_base(t) * inverse(odom_T_base(t)), odom -> base from /tf at t
+    map_to_base    map_T_base = map_T_cam * cam_T_base (base -> camera from /tf or /tf_static)
+    map_to_camera  map_T_cam under `camera_frame` or the image's frame_id
+  TF is stamped image stamp + ``transform_tolerance`` when a frame is localised, and republished
+  at ``tf_publish_rate_hz`` stamped ROS time now + tolerance (as slam_toolbox and rtabmap do), so
+  consumers never extrapolate into the future; a stamp is never sent twice (tf2 rejects repeats).
+- Only frames with at least ``min_inliers`` inliers, an inlier ratio of at least
+  ``min_inlier_ratio``, a valid pose and a finite covariance produce a pose; otherwise LOST.
+- ``initialpose``: a prior for the pose of the TF child (base_frame, or the camera in
+  map_to_camera mode) in map_frame. Until the first successful localisation (since start or
+  the last reset) the node broadcasts TF from it, so the TF tree is connected; it does not
+  constrain DSAC. Diagnostics report ``tf_source`` = initialpose / localisation.
+- A backwards time jump (the ROS clock, or the image stamps: a bag loop) resets the state:
+  dynamic TF, the last pose and TF, the prior. Static TF is kept (tf2 keeps it too).
+- Lens distortion: images with nonzero plumb_bob / rational_polynomial / equidistant
+  coefficients are undistorted with OpenCV to the same K (remap tables cached); other models
+  with nonzero coefficients are refused with status BAD_INPUT.
+- ``map_path`` / ``device`` changes reload the map in the worker; RANSAC parameters take effect
+  on the next frame. Without a usable map the node stays up with status NO_MODEL.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped, TransformStamped
+from rclpy.clock import JumpThreshold
+from rclpy.duration import Duration
+from rclpy.exceptions import InvalidParameterValueException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from tf2_msgs.msg import TFMessage
+
+from dsac_ros.geometry import invert_pose, is_valid_pose
+from dsac_ros.msg import LocalizationStatus
+from dsac_ros.ros import params as node_params
+from dsac_ros.ros.conversions import (CameraInfoError, CameraModel, Undistorter, camera_info_to_model,
+                                      compressed_msg_to_rgb, covariance_for_attached_frame, covariance_to_msg,
+                                      depth_msg_to_m, image_msg_to_rgb, matrix_to_pose, matrix_to_transform,
+                                      ns_to_stamp, pose_to_matrix, stamp_to_ns)
+from dsac_ros.ros.tf_buffer import TfBuffer, TfListener, TransformError
+
+STATE_NAMES = {
+    LocalizationStatus.STATE_OK: "OK",
+    LocalizationStatus.STATE_LOST: "LOST",
+    LocalizationStatus.STATE_NO_IMAGE: "NO_IMAGE",
+    LocalizationStatus.STATE_BAD_INPUT: "BAD_INPUT",
+    LocalizationStatus.STATE_NO_MODEL: "NO_MODEL",
+}
+DIAGNOSTIC_LEVELS = {
+    LocalizationStatus.STATE_OK: DiagnosticStatus.OK,
+    LocalizationStatus.STATE_LOST: DiagnosticStatus.WARN,
+    LocalizationStatus.STATE_NO_IMAGE: DiagnosticStatus.WARN,
+    LocalizationStatus.STATE_BAD_INPUT: DiagnosticStatus.WARN,
+    LocalizationStatus.STATE_NO_MODEL: DiagnosticStatus.ERROR,
+}
+# Depth images are paired with the colour image of the same stamp; how long the worker waits
+# for a depth image that has not arrived yet, and how many unmatched ones it keeps.
+DEPTH_WAIT_S = 0.2
+DEPTH_STAMP_TOLERANCE_NS = 1_000_000
+MAX_BUFFERED_DEPTH = 5
+# A failed map load is retried this often (the file may still be being written).
+MAP_RETRY_S = 10.0
+TF_CACHE_TIME_S = 10.0
+
+
+def stamp_seed(stamp_ns: int) -> int:
+    """RANSAC seed of a frame: a function of its stamp only, so a replay reproduces every pose."""
+    return int(stamp_ns) % 2_147_483_647
+
+
+def sensor_qos(depth: int = 1) -> QoSProfile:
+    """The sensor-data profile (best effort, volatile) with a small queue: old frames are dropped."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+class FrameFailure(Exception):
+    """A frame ends in a non-OK state; ``state`` is a LocalizationStatus.STATE_* constant."""
+
+    def __init__(self, state: int, reason: str) -> None:
+        super().__init__(reason)
+        self.state = state
+        self.reason = reason
+
+
+@dataclass
+class _PendingFrame:
+    msg: Any
+    compressed: bool
+    stamp_ns: int
+    received_ns: int
+
+
+@dataclass
+class _Broadcast:
+    """The TF the node keeps republishing: parent_T_child and where it came from."""
+
+    parent: str
+    child: str
+    parent_T_child: np.ndarray
+    stamp_ns: int
+    source: str  # "localisation" or "initialpose"
+
+
+def default_localizer_factory(settings: node_params.NodeSettings):
+    """Build the core localizer for the current map_path / device (raises on a bad map)."""
+    from dsac_ros.localizer import Localizer
+
+    kwargs = {}
+    if settings.input_height_px:
+        kwargs["input_height_px"] = settings.input_height_px
+    return Localizer(settings.map_path, device=settings.device, ransac=settings.ransac_options(), **kwargs)
+
+
+class LocalizerNode(Node):
+    """See the module docstring. ``localizer_factory(settings)`` builds the core localizer
+    (tests and benchmarks may pass their own); extra keyword arguments go to ``rclpy.node.Node``."""
+
+    def __init__(self, node_name: str = "localizer", *, localizer_factory=default_localizer_factory,
+                 **node_kwargs) -> None:
+        super().__init__(node_name, **node_kwargs)
+        node_params.declare_parameters(self)
+        initial = [self.get_parameter(spec.name) for spec in node_params.PARAMETERS]
+        check = node_params.validate(initial)
+        if not check.successful:
+            raise ValueError(f"invalid parameter: {check.reason}")
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        settings = node_params.NodeSettings.from_node(self)
+        self._localizer_factory = localizer_factory
+
+        self._cond = threading.Condition()
+        self._stop = False
+        self._pending: Optional[_PendingFrame] = None
+        self._camera_info: Optional[CameraInfo] = None
+        self._camera_model_cache: tuple[Any, Any] = (None, None)  # (CameraInfo msg, CameraModel or error)
+        self._depth_msgs: dict[int, Image] = {}
+        self._newest_image_stamp_ns: Optional[int] = None
+        self._last_image_received_ns: Optional[int] = None
+        self.frames_received = 0
+        self.frames_dropped = 0
+        self.frames_processed = 0
+        self.resets = 0
+        self._reset_reason = ""
+
+        self._localizer = None
+        self._model_key: Optional[tuple] = None
+        self._model_error = "no map loaded yet"
+        self._model_attempt_s = -np.inf
+        self._device_name = ""
+        self._undistorter = Undistorter()
+
+        self._broadcast: Optional[_Broadcast] = None
+        self._last_tf_stamp_ns: Optional[int] = None
+        self._has_localised = False
+        self._prior: Optional[tuple[np.ndarray, int]] = None  # (map_T_child, stamp_ns)
+        self._last_status: Optional[LocalizationStatus] = None
+        self._tf_problem = ""
+        self._state_lock = threading.Lock()
+
+        self.tf_buffer = TfBuffer(cache_time_s=TF_CACHE_TIME_S)
+        # Edges this node broadcasts are its output, never its input: reading them back would
+        # re-parent frames in its own buffer (e.g. map -> camera over base -> camera).
+        self._own_tf_edges: set[tuple[str, str]] = set()
+        self._tf_listener = TfListener(self, self.tf_buffer, ignore=lambda parent, child:
+                                       (parent, child) in self._own_tf_edges)
+
+        reliable_latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._pose_pub = self.create_publisher(PoseStamped, "~/pose", reliable_latched)
+        self._pose_cov_pub = self.create_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance",
+                                                   reliable_latched)
+        self._status_pub = self.create_publisher(LocalizationStatus, "~/status",
+                                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
+        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
+        self._tf_pub = self.create_publisher(TFMessage, "/tf", QoSProfile(depth=100,
+                                                                         reliability=ReliabilityPolicy.RELIABLE))
+
+        if settings.use_compressed:
+            self._image_sub = self.create_subscription(CompressedImage, "image/compressed",
+                                                       lambda msg: self._on_image(msg, True), sensor_qos())
+        else:
+            self._image_sub = self.create_subscription(Image, "image", lambda msg: self._on_image(msg, False),
+                                                       sensor_qos())
+        self._camera_info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
+                                                         sensor_qos())
+        self._depth_sub = (self.create_subscription(Image, "depth", self._on_depth, sensor_qos())
+                           if settings.use_depth else None)
+        self._initialpose_sub = self.create_subscription(
+            PoseWithCovarianceStamped, "initialpose", self._on_initialpose,
+            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+
+        self._tf_timer = self.create_timer(1.0 / settings.tf_publish_rate_hz, self._republish_tf)
+        self._status_timer = self.create_timer(1.0, self._on_status_timer)
+        # A backwards jump of the ROS clock (sim time from a looping bag) resets the state.
+        self._jump_handle = self.get_clock().create_jump_callback(
+            JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),
+            post_callback=self._on_time_jump)
+
+        self._worker = threading.Thread(target=self._run_worker, name=f"{node_name}_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"localizer up: image topic {self._image_sub.topic_name}, camera_info {self._camera_info_sub.topic_name}, "
+            f"tf_mode {settings.tf_mode}, map {settings.map_path or '(none)'}")
+
+    # ------------------------------------------------------------------ parameters
+
+    def _on_set_parameters(self, parameters):
+        """Validation only (no side effects): the worker reads the values for each frame."""
+        current = {spec.name: self.get_parameter(spec.name).value for spec in node_params.PARAMETERS}
+        return node_params.validate(parameters, current)
+
+    # ------------------------------------------------------------------ callbacks (keep short)
+
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _on_image(self, msg, compressed: bool) -> None:
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        newest = self._newest_image_stamp_ns
+        if newest is not None and stamp_ns < newest:
+            # Before the frame is queued, so the worker sees it with the reset state.
+            self._reset(f"image stamp jumped backwards from {newest * 1e-9:.3f} s to {stamp_ns * 1e-9:.3f} s")
+        with self._cond:
+            if self._pending is not None:
+                self.frames_dropped += 1
+            self._pending = _PendingFrame(msg, compressed, stamp_ns, self._now_ns())
+            self._newest_image_stamp_ns = stamp_ns
+            self._last_image_received_ns = self._pending.received_ns
+            self.frames_received += 1
+            self._cond.notify_all()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
+    def _on_depth(self, msg: Image) -> None:
+        with self._cond:
+            self._depth_msgs[stamp_to_ns(msg.header.stamp)] = msg
+            while len(self._depth_msgs) > MAX_BUFFERED_DEPTH:
+                self._depth_msgs.pop(min(self._depth_msgs))
+            self._cond.notify_all()
+
+    def _on_initialpose(self, msg: PoseWithCovarianceStamped) -> None:
+        map_frame = self.get_parameter("map_frame").value.lstrip("/")
+        frame = msg.header.frame_id.lstrip("/")
+        if frame and frame != map_frame:
+            self.get_logger().warning(f"ignoring initialpose in frame {frame!r}: expected {map_frame!r}")
+            return
+        try:
+            map_T_child = pose_to_matrix(msg.pose.pose)
+        except ValueError as error:
+            self.get_logger().warning(f"ignoring initialpose: {error}")
+            return
+        with self._state_lock:
+            self._prior = (map_T_child, stamp_to_ns(msg.header.stamp))
+        self.get_logger().info("initialpose received: TF from it until the first localisation")
+        self._apply_prior()
+
+    def _on_time_jump(self, jump) -> None:
+        # ROS_TIME_ACTIVATED (use_sim_time switched on) also jumps backwards: reset then too.
+        if jump.delta.nanoseconds < 0:
+            self._reset(f"ROS time jumped by {jump.delta.nanoseconds * 1e-9:.3f} s")
+
+    def _reset(self, reason: str) -> None:
+        """Forget time-dependent state (bag loop); static TF, the map and counters stay."""
+        self.tf_buffer.clear(keep_static=True)
+        with self._cond:
+            self._depth_msgs.clear()
+            self._newest_image_stamp_ns = None
+        with self._state_lock:
+            self._broadcast = None
+            self._last_tf_stamp_ns = None
+            self._has_localised = False
+            self._prior = None
+            self.resets += 1
+            self._reset_reason = reason
+        self.get_logger().warning(f"state reset: {reason}")
+
+    # ------------------------------------------------------------------ TF output
+
+    def _send_tf(self, broadcast: _Broadcast, stamp_ns: int) -> None:
+        self._own_tf_edges.add((broadcast.parent, broadcast.child))
+        transform = TransformStamped()
+        transform.header.stamp = ns_to_stamp(stamp_ns)
+        transform.header.frame_id = broadcast.parent
+        transform.child_frame_id = broadcast.child
+        transform.transform = matrix_to_transform(broadcast.parent_T_child)
+        self._tf_pub.publish(TFMessage(transforms=[transform]))
+        with self._state_lock:
+            self._last_tf_stamp_ns = max(self._last_tf_stamp_ns or 0, stamp_ns)
+
+    def _republish_tf(self) -> None:
+        """Republish the last TF stamped now + transform_tolerance (ROS time, so sim time in
+        replays); skipped unless that is later than the last stamp sent, since tf2 rejects
+        repeated stamps (TF_REPEATED_DATA)."""
+        if not self.get_parameter("publish_tf").value:
+            return
+        if self._broadcast is None:
+            self._apply_prior()
+        with self._state_lock:
+            broadcast, last_ns = self._broadcast, self._last_tf_stamp_ns
+        if broadcast is None:
+            return
+        settings = node_params.NodeSettings.from_node(self)
+        if (broadcast.parent, broadcast.child) != self._tf_edge(settings, broadcast.child):
+            return  # tf_mode or a frame name changed: the old edge is not republished
+        stamp_ns = self._now_ns() + int(round(self.get_parameter("transform_tolerance").value * 1e9))
+        if last_ns is not None and stamp_ns <= last_ns:
+            return
+        self._send_tf(broadcast, stamp_ns)
+
+    @staticmethod
+    def _tf_edge(settings, camera_frame: str) -> tuple[str, str]:
+        """(parent, child) of the TF this node broadcasts under ``settings``."""
+        child = {"map_to_odom": settings.odom_frame, "map_to_base": settings.base_frame}.get(
+            settings.tf_mode, settings.camera_frame or camera_frame)
+        return settings.map_frame, child
+
+    def _apply_prior(self) -> None:
+        """Broadcast TF from the initialpose prior while nothing has been localised yet."""
+        with self._state_lock:
+            prior = self._prior
+            if prior is None or self._has_localised:
+                return
+        settings = node_params.NodeSettings.from_node(self)
+        map_T_child, stamp_ns = prior
+        if settings.tf_mode == "map_to_odom":
+            try:
+                odom_T_base = self._lookup_at_or_latest(settings.odom_frame, settings.base_frame, stamp_ns)
+            except TransformError as error:
+                self._tf_problem = f"initialpose waits for TF: {error}"
+                return
+            broadcast = _Broadcast(settings.map_frame, settings.odom_frame, map_T_child @ invert_pose(odom_T_base),
+                                   stamp_ns, "initialpose")
+        elif settings.tf_mode == "map_to_base":
+            broadcast = _Broadcast(settings.map_frame, settings.base_frame, map_T_child, stamp_ns, "initialpose")
+        else:
+            if not settings.camera_frame:
+                self._tf_problem = "initialpose in map_to_camera mode needs the camera_frame parameter"
+                return
+            broadcast = _Broadcast(settings.map_frame, settings.camera_frame, map_T_child, stamp_ns, "initialpose")
+        with self._state_lock:
+            if self._has_localised or self._prior is not prior:
+                return
+            self._broadcast = broadcast
+        if settings.publish_tf:
+            self._send_tf(broadcast, stamp_ns + int(round(settings.transform_tolerance_s * 1e9)))
+
+    def _lookup_at_or_latest(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
+        """At the prior's stamp if buffered, else the latest (RViz stamps initialpose with 'now')."""
+        try:
+            return self.tf_buffer.lookup(target, source, stamp_ns)
+        except TransformError:
+            return self.tf_buffer.lookup(target, source, 0)
+
+    # ------------------------------------------------------------------ status and diagnostics
+
+    def _make_status(self, state: int, reason: str, stamp_ns: int, settings) -> LocalizationStatus:
+        status = LocalizationStatus()
+        status.header.stamp = ns_to_stamp(stamp_ns)
+        status.header.frame_id = settings.map_frame
+        status.state = state
+        status.state_name = STATE_NAMES[state]
+        status.reason = reason
+        status.frames_dropped = self.frames_dropped
+        status.frames_processed = self.frames_processed
+        status.device = self._device_name
+        status.map_path = settings.map_path
+        return status
+
+    def _on_status_timer(self) -> None:
+        settings = node_params.NodeSettings.from_node(self)
+        now_ns = self._now_ns()
+        last = self._last_image_received_ns
+        idle = last is None or (now_ns - last) > settings.image_timeout_s * 1e9
+        if idle:
+            if self._localizer is None:
+                status = self._make_status(LocalizationStatus.STATE_NO_MODEL, self._model_error, now_ns, settings)
+                self._log_no_model()
+            else:
+                waited = "no image received yet" if last is None else \
+                    f"no image for {(now_ns - last) * 1e-9:.1f} s (image_timeout_s {settings.image_timeout_s:g})"
+                status = self._make_status(LocalizationStatus.STATE_NO_IMAGE, f"{waited} on {self._image_sub.topic_name}",
+                                           now_ns, settings)
+            self._status_pub.publish(status)
+            self._last_status = status
+        self._publish_diagnostics(now_ns, settings)
+
+    def _publish_diagnostics(self, now_ns: int, settings) -> None:
+        status = self._last_status
+        state = status.state if status is not None else LocalizationStatus.STATE_NO_IMAGE
+        diagnostic = DiagnosticStatus()
+        diagnostic.name = f"{self.get_fully_qualified_name()}: localization"
+        diagnostic.hardware_id = self._device_name or "none"
+        diagnostic.level = DIAGNOSTIC_LEVELS[state]
+        diagnostic.message = STATE_NAMES[state] + (f": {status.reason}" if status is not None and status.reason else "")
+        broadcast = self._broadcast
+        values = {
+            "state": STATE_NAMES[state],
+            "frames_received": self.frames_received,
+            "frames_processed": self.frames_processed,
+            "frames_dropped": self.frames_dropped,
+            "resets": self.resets,
+            "last_reset_reason": self._reset_reason,
+            "map_path": settings.map_path,
+            "model": "loaded" if self._localizer is not None else self._model_error,
+            "device": self._device_name,
+            "tf_mode": settings.tf_mode,
+            "tf_source": broadcast.source if broadcast is not None else "none",
+            "tf_problem": self._tf_problem,
+        }
+        if status is not None:
+            values.update({"inliers": status.inlier_count, "inlier_ratio": f"{status.inlier_ratio:.3f}",
+                           "total_ms": f"{status.total_ms:.1f}", "latency_ms": f"{status.latency_ms:.1f}"})
+        diagnostic.values = [KeyValue(key=key, value=str(value)) for key, value in values.items()]
+        array = DiagnosticArray()
+        array.header.stamp = ns_to_stamp(now_ns)
+        array.status = [diagnostic]
+        self._diagnostics_pub.publish(array)
+
+    # ------------------------------------------------------------------ worker
+
+    def _run_worker(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._stop or self._pending is not None, timeout=0.2)
+                if self._stop:
+                    return
+                frame, self._pending = self._pending, None
+            try:
+                settings = node_params.NodeSettings.from_node(self)
+                self._ensure_model(settings)
+                if frame is not None:
+                    self._process(frame, settings)
+            except Exception as error:  # the worker must survive anything a frame can throw
+                if self._stop or not rclpy.ok(context=self.context):
+                    return
+                self.get_logger().error(f"localizer worker: {type(error).__name__}: {error}",
+                                        throttle_duration_sec=5.0)
+
+    def _ensure_model(self, settings) -> None:
+        key = (settings.map_path, settings.device, settings.input_height_px)
+        if key == self._model_key and (self._localizer is not None
+                                       or not time.monotonic() - self._model_attempt_s >= MAP_RETRY_S):
+            return
+        self._model_key = key
+        self._model_attempt_s = time.monotonic()
+        self._localizer = None
+        if not settings.map_path:
+            self._model_error = "map_path is empty: no map to localise in"
+            self._model_attempt_s = np.inf  # nothing to retry until map_path changes
+            self._log_no_model()
+            return
+        try:
+            localizer = self._localizer_factory(settings)
+        except Exception as error:  # MapFileError, DeviceError, OSError, ...: the node stays up
+            self._model_error = f"cannot load map {settings.map_path!r}: {error}"
+            self._log_no_model()
+            return
+        self._localizer = localizer
+        self._device_name = str(getattr(localizer, "device", settings.device))
+        self._model_error = ""
+        self.get_logger().info(f"map {settings.map_path} loaded on device {self._device_name}")
+
+    def _log_no_model(self) -> None:
+        # One call site, so one throttle for every path that reports NO_MODEL.
+        self.get_logger().error(f"NO_MODEL: {self._model_error}", throttle_duration_sec=10.0)
+
+    def _camera_model(self) -> CameraModel:
+        info = self._camera_info
+        if info is None:
+            raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT,
+                               f"no CameraInfo received yet on {self._camera_info_sub.topic_name}")
+        cached_info, model = self._camera_model_cache
+        if cached_info is not info:
+            try:
+                model = camera_info_to_model(info)
+            except CameraInfoError as error:
+                model = error
+            self._camera_model_cache = (info, model)
+        if isinstance(model, CameraInfoError):
+            raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT, f"CameraInfo: {model}")
+        return model
+
+    def _depth_for(self, stamp_ns: int, deadline_s: float) -> Image:
+        with self._cond:
+            while True:
+                match = next((msg for stamp, msg in self._depth_msgs.items()
+                              if abs(stamp - stamp_ns) <= DEPTH_STAMP_TOLERANCE_NS), None)
+                remaining = deadline_s - time.monotonic()
+                if match is not None or remaining <= 0 or self._stop:
+                    break
+                self._cond.wait(timeout=remaining)
+        if match is None:
+            raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT,
+                               f"no depth image with the image's stamp on {self._depth_sub.topic_name}")
+        return match
+
+    def _decode(self, frame: _PendingFrame, settings) -> tuple[np.ndarray, Any, Optional[np.ndarray]]:
+        """-> (image_rgb (H, W, 3) uint8 undistorted, Intrinsics, depth_m (H, W) or None)."""
+        from dsac_ros.data.images import ImageDecodeError
+
+        model = self._camera_model()
+        try:
+            image_rgb = compressed_msg_to_rgb(frame.msg) if frame.compressed else image_msg_to_rgb(frame.msg)
+        except ImageDecodeError as error:
+            raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT, f"image: {error}") from None
+        intrinsics = model.intrinsics
+        height, width = image_rgb.shape[:2]
+        if (width, height) != (intrinsics.width_px, intrinsics.height_px):
+            raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT,
+                               f"image is {width}x{height} but CameraInfo is for "
+                               f"{intrinsics.width_px}x{intrinsics.height_px}")
+        image_rgb = self._undistorter.undistort_rgb(image_rgb, model)
+        depth_m = None
+        if settings.use_depth:
+            depth_msg = self._depth_for(frame.stamp_ns, time.monotonic() + DEPTH_WAIT_S)
+            try:
+                depth_m = depth_msg_to_m(depth_msg)
+            except ImageDecodeError as error:
+                raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT, f"depth: {error}") from None
+            if depth_m.shape != (height, width):
+                raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT,
+                                   f"depth is {depth_m.shape[1]}x{depth_m.shape[0]} but the image is {width}x{height}")
+            depth_m = self._undistorter.undistort_depth(depth_m, model)
+        return image_rgb, intrinsics, depth_m
+
+    def _process(self, frame: _PendingFrame, settings) -> None:
+        started = time.perf_counter()
+        status = self._make_status(LocalizationStatus.STATE_OK, "", frame.stamp_ns, settings)
+        try:
+            if self._localizer is None:
+                raise FrameFailure(LocalizationStatus.STATE_NO_MODEL, self._model_error)
+            image_rgb, intrinsics, depth_m = self._decode(frame, settings)
+            seed = stamp_seed(frame.stamp_ns) if settings.seed_from_stamp else None
+            options = settings.ransac_options(seed)
+            self._localizer.ransac = options
+            status.hypotheses_requested = options.hypotheses
+            result = self._localizer.localize(image_rgb, intrinsics, depth_m=depth_m, seed=seed)
+            self._fill_result(status, result)
+            self._accept(frame, result, settings)
+        except FrameFailure as failure:
+            status.state = failure.state
+            status.state_name = STATE_NAMES[failure.state]
+            status.reason = failure.reason
+            if failure.state == LocalizationStatus.STATE_NO_MODEL:
+                self._log_no_model()
+            else:
+                self.get_logger().warning(f"{status.state_name}: {failure.reason}", throttle_duration_sec=2.0)
+        self.frames_processed += 1
+        status.frames_processed = self.frames_processed
+        status.frames_dropped = self.frames_dropped
+        if not status.total_ms:
+            status.total_ms = (time.perf_counter() - started) * 1e3
+        status.latency_ms = (self._now_ns() - frame.stamp_ns) * 1e-6
+        if status.state == LocalizationStatus.STATE_OK and self._tf_problem:
+            status.reason = self._tf_problem
+        self._status_pub.publish(status)
+        self._last_status = status
+
+    @staticmethod
+    def _fill_result(status: LocalizationStatus, result) -> None:
+        status.inlier_count = int(result.inlier_count)
+        status.inlier_ratio = float(result.inlier_ratio)
+        if result.inlier_ratio > 0:
+            status.correspondences = int(round(result.inlier_count / result.inlier_ratio))
+        correspondences = getattr(result, "correspondences", None)
+        if correspondences is not None:
+            status.correspondences = int(correspondences)
+        status.score = float(result.score) if np.isfinite(result.score) else 0.0
+        status.hypotheses_valid = int(result.hypotheses_valid)
+        timings = result.timings_ms or {}
+        status.network_ms = float(timings.get("network", 0.0))
+        status.ransac_ms = float(timings.get("ransac", 0.0))
+        status.total_ms = float(timings.get("total", 0.0))
+        if getattr(result, "device", None):
+            status.device = str(result.device)
+
+    def _accept(self, frame: _PendingFrame, result, settings) -> None:
+        """Gate the estimate; publish pose, covariance and TF; raise FrameFailure otherwise."""
+        if result.status == "BAD_INPUT":
+            raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT, result.reason or "the localizer refused the frame")
+        if not result.success:
+            raise FrameFailure(LocalizationStatus.STATE_LOST, result.reason or "localisation failed")
+        if result.inlier_count < settings.min_inliers:
+            raise FrameFailure(LocalizationStatus.STATE_LOST,
+                               f"{result.inlier_count} inliers < min_inliers {settings.min_inliers}")
+        if result.inlier_ratio < settings.min_inlier_ratio:
+            raise FrameFailure(LocalizationStatus.STATE_LOST,
+                               f"inlier ratio {result.inlier_ratio:.3f} < min_inlier_ratio {settings.min_inlier_ratio:g}")
+        map_T_cam = result.world_T_cam
+        if map_T_cam is None or not is_valid_pose(map_T_cam):
+            raise FrameFailure(LocalizationStatus.STATE_LOST, "the estimated pose is not a finite rigid transform")
+        covariance = result.covariance_6x6
+        if covariance is None or not np.all(np.isfinite(covariance)):
+            raise FrameFailure(LocalizationStatus.STATE_LOST, "the pose covariance is not finite")
+        camera_frame = settings.camera_frame or frame.msg.header.frame_id.lstrip("/")
+        stamp_ns = frame.stamp_ns
+        needs_base = settings.pose_target == "base" or (settings.publish_tf and settings.tf_mode != "map_to_camera")
+        cam_T_base = None
+        base_problem = ""
+        if needs_base:
+            if not camera_frame:
+                base_problem = "the image has no frame_id and camera_frame is empty"
+            else:
+                try:
+                    cam_T_base = self.tf_buffer.lookup(camera_frame, settings.base_frame, stamp_ns)
+                except TransformError as error:
+                    base_problem = str(error)
+        if settings.pose_target == "base":
+            if cam_T_base is None:
+                raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT,
+                                   f"pose_target base needs TF {settings.base_frame} -> {camera_frame}: {base_problem}")
+            pose, covariance = map_T_cam @ cam_T_base, covariance_for_attached_frame(covariance, map_T_cam, cam_T_base)
+        else:
+            pose = map_T_cam
+        try:
+            covariance_values = covariance_to_msg(covariance)
+        except ValueError as error:
+            raise FrameFailure(LocalizationStatus.STATE_LOST, f"pose covariance unusable: {error}") from None
+
+        header_stamp = ns_to_stamp(stamp_ns)
+        pose_msg = PoseStamped()
+        pose_msg.header.stamp, pose_msg.header.frame_id = header_stamp, settings.map_frame
+        pose_msg.pose = matrix_to_pose(pose)
+        pose_cov_msg = PoseWithCovarianceStamped()
+        pose_cov_msg.header = pose_msg.header
+        pose_cov_msg.pose.pose = pose_msg.pose
+        pose_cov_msg.pose.covariance = covariance_values
+        self._pose_pub.publish(pose_msg)
+        self._pose_cov_pub.publish(pose_cov_msg)
+        self._update_tf(map_T_cam, cam_T_base, base_problem, camera_frame, stamp_ns, settings)
+
+    def _update_tf(self, map_T_cam, cam_T_base, base_problem: str, camera_frame: str, stamp_ns: int, settings) -> None:
+        broadcast, problem = None, ""
+        if settings.tf_mode == "map_to_camera":
+            if camera_frame:
+                broadcast = _Broadcast(settings.map_frame, camera_frame, map_T_cam, stamp_ns, "localisation")
+            else:
+                problem = "the image has no frame_id and camera_frame is empty"
+        elif cam_T_base is None:
+            problem = f"TF {settings.base_frame} -> {camera_frame or '?'} unavailable: {base_problem}"
+        else:
+            map_T_base = map_T_cam @ cam_T_base
+            if settings.tf_mode == "map_to_base":
+                broadcast = _Broadcast(settings.map_frame, settings.base_frame, map_T_base, stamp_ns, "localisation")
+            else:
+                try:
+                    odom_T_base = self.tf_buffer.lookup(settings.odom_frame, settings.base_frame, stamp_ns)
+                    broadcast = _Broadcast(settings.map_frame, settings.odom_frame,
+                                           map_T_base @ invert_pose(odom_T_base), stamp_ns, "localisation")
+                except TransformError as error:
+                    problem = f"TF not updated: {error}"
+        with self._state_lock:
+            self._has_localised = True
+            self._tf_problem = problem if settings.publish_tf else ""
+            if broadcast is not None:
+                self._broadcast = broadcast
+        if problem and settings.publish_tf:
+            self.get_logger().warning(problem, throttle_duration_sec=5.0)
+        if broadcast is not None and settings.publish_tf:
+            self._send_tf(broadcast, stamp_ns + int(round(settings.transform_tolerance_s * 1e9)))
+
+    # ------------------------------------------------------------------ shutdown
+
+    def destroy_node(self) -> None:
+        condition, worker = getattr(self, "_cond", None), getattr(self, "_worker", None)
+        if condition is not None:  # None when the constructor failed early
+            with condition:
+                self._stop = True
+                condition.notify_all()
+        if worker is not None and worker.is_alive() and worker is not threading.current_thread():
+            worker.join(timeout=30.0)
+        super().destroy_node()
+
+
+def main(args=None) -> int:
+    """Entry point of `ros2 run dsac_ros localizer`."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        try:
+            node = LocalizerNode()
+        except (InvalidParameterValueException, ValueError) as error:
+            # A bad parameter file or override: say which, without a traceback.
+            rclpy.logging.get_logger("localizer").fatal(f"cannot start: {error}")
+            return 1
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -1,0 +1,107 @@
+"""Encoder pretraining: training data geometry, the contrastive loss, resumable runs, encoder files."""
+
+import numpy as np
+import pytest
+import torch
+
+from dsac_ros.geometry import invert_pose, project_points, transform_points
+from dsac_ros.network import OUTPUT_STRIDE
+from dsac_ros.pretrain import (PRETRAIN_SEED_BASE, EncoderFileError, PretrainConfig, contrastive_loss,
+                               export_encoder, load_encoder, pretrain, render_room, sample_crop, sample_pair)
+
+SIZE = (96, 72)  # small renders keep this file fast
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def room(tmp_path_factory):
+    return render_room(PRETRAIN_SEED_BASE, 4, SIZE, tmp_path_factory.mktemp("rooms"), partners=True)
+
+
+def test_rooms_are_cached_and_partners_are_near_their_views(room, tmp_path):
+    assert room.gray.shape == (8, SIZE[1], SIZE[0]) and room.depth_m.shape == room.gray.shape
+    offsets = np.linalg.norm(room.world_T_cam[4:, :3, 3] - room.world_T_cam[:4, :3, 3], axis=1)
+    assert np.all(offsets <= 0.3 + 1e-6)
+    cached = render_room(PRETRAIN_SEED_BASE, 2, SIZE, tmp_path, partners=False)
+    again = render_room(PRETRAIN_SEED_BASE, 2, SIZE, tmp_path, partners=False)
+    np.testing.assert_array_equal(cached.gray, again.gray)
+    assert len(list(tmp_path.glob("room_*.npz"))) == 1
+
+
+@pytest.mark.parametrize("scale", [(0.8, 0.8), (1.0, 1.0), (1.3, 1.3)])
+def test_crop_targets_project_onto_their_cells(room, scale):
+    rng = np.random.default_rng(3)
+    image, coords = sample_crop(room, 1, (64, 48), scale, rng)
+    assert image.shape == (48, 64) and coords.shape == (6, 8, 3)
+    valid = np.isfinite(coords).all(axis=2)
+    assert valid.mean() > 0.9
+    # Project back into the original render: consecutive cells must be 8 px / scale apart there.
+    pixels = project_points(transform_points(invert_pose(room.world_T_cam[1].astype(np.float64)),
+                                             coords.reshape(-1, 3)), room.intrinsics.K).reshape(6, 8, 2)
+    spacing = np.diff(pixels[..., 0], axis=1)[valid[:, 1:] & valid[:, :-1]]
+    np.testing.assert_allclose(np.median(spacing), OUTPUT_STRIDE / scale[0], rtol=0.05)
+
+
+def test_pair_correspondences_land_on_the_same_surface(room):
+    rng = np.random.default_rng(0)
+    pair = None
+    while pair is None:
+        pair = sample_pair(room, rng, min_matched=4)
+    image_a, image_b, cells_xy, matched = pair
+    assert image_a.shape == image_b.shape == (SIZE[1], SIZE[0])
+    assert matched.sum() >= 4
+    inside = (cells_xy[matched] >= -0.5).all(axis=1)
+    assert inside.all()  # matched cells land inside view b (cell units, centre of cell 0 at 0)
+
+
+def test_contrastive_loss_rewards_matching_features():
+    torch.manual_seed(0)
+    features = torch.randn(16, 6, 8)
+    identity = torch.stack(torch.meshgrid(torch.arange(8.0), torch.arange(6.0), indexing="xy"), -1).reshape(-1, 2)
+    matched = torch.ones(48, dtype=torch.bool)
+    same = contrastive_loss(features, features, identity, matched, 0.07)
+    unrelated = contrastive_loss(features, torch.randn(16, 6, 8), identity, matched, 0.07)
+    assert float(same) < 0.5 and float(unrelated) > 2.0
+
+
+def test_pretraining_resumes_and_exports_a_checked_encoder(tmp_path):
+    config = PretrainConfig(scenes=2, views_per_scene=3, render_size=SIZE, crop_size=(64, 48),
+                            scale_range=(0.9, 1.1), images_per_step=2, objective="both",
+                            encoder={"channels": [4, 8, 8, 16], "residual_blocks": 1, "feature_channels": 16},
+                            head_width=16, warmup_steps=2)
+    checkpoint = pretrain(tmp_path / "run", config, hours=1.0, max_steps=3, log=lambda _: None)
+    first = torch.load(checkpoint, weights_only=True)
+    assert first["step"] == 3
+    pretrain(tmp_path / "run", PretrainConfig(), hours=1.0, max_steps=5, log=lambda _: None)
+    resumed = torch.load(checkpoint, weights_only=True)
+    assert resumed["step"] == 5 and resumed["config"]["scenes"] == 2  # resumed with its own config
+    assert (tmp_path / "run" / "log.jsonl").exists()
+
+    meta = export_encoder(checkpoint, tmp_path / "encoder.pt", command="test")
+    encoder, loaded_meta = load_encoder(tmp_path / "encoder.pt")
+    assert loaded_meta["weights_sha256"] == meta["weights_sha256"]
+    assert loaded_meta["training"]["steps"] == 5 and loaded_meta["training"]["command"] == "test"
+    assert encoder(torch.zeros(1, 1, 48, 64)).shape == (1, 16, 6, 8)
+
+    payload = torch.load(tmp_path / "encoder.pt", weights_only=True)
+    first_key = sorted(payload["state_dict"])[0]
+    payload["state_dict"][first_key] += 1.0
+    torch.save(payload, tmp_path / "tampered.pt")
+    with pytest.raises(EncoderFileError, match="SHA-256"):
+        load_encoder(tmp_path / "tampered.pt")
+    payload["format_version"] = 99
+    torch.save(payload, tmp_path / "newer.pt")
+    with pytest.raises(EncoderFileError, match="newer"):
+        load_encoder(tmp_path / "newer.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(EncoderFileError, match="damaged"):
+        load_encoder(tmp_path / "junk.pt")
+    with pytest.raises(EncoderFileError, match="does not exist"):
+        load_encoder(tmp_path / "missing.pt")

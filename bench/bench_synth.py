@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -22,8 +21,7 @@ from dsac_ros.data.scenes import get_scene
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=20, help="frames rendered per scene for timing")
-    cache = Path(os.environ.get("DSAC_ROS_CACHE", Path(__file__).resolve().parents[1] / ".cache"))
-    parser.add_argument("--out", type=Path, default=cache / "bench" / "synth.json")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "synth.json")
     args = parser.parse_args()
     results = {}
     for name in ("small_room", "large_room"):

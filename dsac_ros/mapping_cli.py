@@ -1,0 +1,105 @@
+"""``dsac-ros map DATA --out MAP.pt``: train a map from a folder or rosbag2 with images and poses.
+
+Budget split (wall clock, ``--minutes``): reading and buffering take what they take (printed at
+the end; augmented buffer passes beyond the second are added while the buffer fits in 30 % of
+the budget, at most 6 views per frame); of the rest, 3 % (at least 2 s) is kept for final
+validation and saving, then 80 % goes to head training and 20 % to the end-to-end DSAC stage
+(100 % to head training with ``--no-end-to-end``). ``full`` mode splits the same way between
+whole-network training and its end-to-end stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", metavar="DATA",
+                        help="folder or rosbag2 with images, intrinsics and poses (+ depth for rgbd)")
+    parser.add_argument("--out", required=True, metavar="MAP.pt", help="map file to write")
+    parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget in minutes (default: 10)")
+    parser.add_argument("--mode", choices=("rgbd", "rgb", "full"), default="rgbd",
+                        help="rgbd: depth + poses (coordinate loss); rgb: poses only (reprojection loss); "
+                             "full: train the whole network, DSAC*-style (GPU, long runs) (default: rgbd)")
+    parser.add_argument("--end-to-end", dest="end_to_end", action=argparse.BooleanOptionalAction, default=True,
+                        help="finish with the end-to-end DSAC stage (default: on)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--encoder", metavar="PATH", default=None,
+                        help="pretrained encoder file (default: the one shipped in dsac_ros/assets)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run of the same --out from its checkpoint (MAP.pt.ckpt/)")
+    parser.add_argument("--network", default=None,
+                        help="head (or, in full mode, network) architecture: fast, ace, full "
+                             "(default: fast for rgbd/rgb, full for full mode)")
+    parser.add_argument("--input-height", type=int, default=None, metavar="PX",
+                        help="network input height, a multiple of 8 (default: 240)")
+    parser.add_argument("--passes", type=int, default=None, metavar="N",
+                        help="views per frame in the buffer: 1 plain + N-1 augmented (default: as many as fit "
+                             "in 30 %% of the budget, 2 to 6)")
+    parser.add_argument("--every", type=int, default=1, metavar="K", help="use every K-th frame (default: 1)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--keep-checkpoint", action="store_true", help="keep MAP.pt.ckpt/ after success")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def format_summary(training: dict) -> str:
+    """The end-of-run table: where the time went, per-stage steps and losses, validation."""
+    timings = training.get("timings_s", {})
+    total = sum(timings.values()) or 1.0
+    lines = [f"mode {training['mode']}, end-to-end {'on' if training['end_to_end'] else 'off'}, "
+             f"{training['wall_seconds']:.0f} s wall, encoder {training.get('encoder', '?')}"]
+    data = training.get("data", {})
+    lines.append(f"frames: {data.get('mapping_frames', '?')} mapping, {data.get('validation_frames', '?')} held out; "
+                 f"buffer rows: {data.get('buffer_rows', '-')}")
+    lines.append("time per part:")
+    for name, seconds in sorted(timings.items(), key=lambda item: -item[1]):
+        lines.append(f"  {name:<16} {seconds:8.1f} s  {100 * seconds / total:5.1f} %")
+    for stage, summary in training.get("stages", {}).items():
+        if summary:
+            lines.append(f"stage {stage}: {summary['steps']} steps in {summary['seconds']:.0f} s, loss "
+                         f"{summary['first_loss']} -> {summary['last_loss']}"
+                         + (f", {summary['skipped']} skipped" if summary.get("skipped") else ""))
+    validation = training.get("validation") or {}
+    if validation:
+        t, r = validation.get("median_translation_cm"), validation.get("median_rotation_deg")
+        median = "failed" if t is None else f"{t:.1f} cm / {r:.2f} deg"
+        lines.append(f"held-out mapping frames: {validation['frames']}, median {median}, "
+                     f"{validation['pct_5cm_5deg']:.0f} % within 5 cm / 5 deg")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from dsac_ros.data import RecordingError
+    from dsac_ros.device import DeviceError
+    from dsac_ros.mapping import MappingError, MappingOptions, map_recording
+    from dsac_ros.pretrain import EncoderFileError
+
+    changes = {}
+    if args.input_height is not None:
+        changes["input_height_px"] = args.input_height
+    if args.passes is not None:
+        changes["augment_passes"] = args.passes
+    try:
+        options = MappingOptions(mode=args.mode, minutes=args.minutes, end_to_end=args.end_to_end, device=args.device,
+                                 encoder_path=args.encoder, network=args.network, frame_stride=args.every,
+                                 threads=args.threads, seed=args.seed, progress=not args.quiet, **changes)
+        result = map_recording(Path(args.data), args.out, options, resume=args.resume,
+                               keep_checkpoint=args.keep_checkpoint)
+    except (MappingError, RecordingError, DeviceError, EncoderFileError, ValueError, OSError) as error:
+        print(f"dsac-ros map: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ndsac-ros map: interrupted; continue with: dsac-ros map {args.data} --out {args.out} --resume",
+              file=sys.stderr)
+        return 130
+    print(format_summary(result.training))
+    print(f"map written to {result.path}")
+    if args.quiet:
+        print(json.dumps(result.training.get("validation", {})))
+    return 0

@@ -13,17 +13,10 @@ from dsac_ros.dsac import (RansacOptions, estimate_pose, expected_pose_loss, pos
 from dsac_ros.geometry import is_valid_pose, pose_errors
 from dsac_ros.score_cnn import ScoreCNN
 
+# One torch thread per module (see conftest.one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SMALL = Intrinsics(100.0, 101.0, 40.3, 30.2, 80, 60)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One torch thread: on a shared 2-core machine the thread pool's synchronisation costs up to
-    10x on these small tensors. Restored afterwards for other test modules."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def tensors(problem, dtype=torch.float32):

@@ -13,15 +13,10 @@ from dsac_ros.head_training import (HeadTrainingOptions, coords_loss, head_forwa
                                     reprojection_loss, train_head)
 from dsac_ros.network import Head
 
+# One torch thread per module (see conftest.one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 INTRINSICS = Intrinsics(100.0, 100.0, 39.5, 29.5, 80, 60)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _frame(angle_rad: float, depth_m: float = 2.0):

@@ -19,19 +19,13 @@ from dsac_ros.localizer import Localizer
 from dsac_ros.mapfile import load_map
 from fixtures_maps import FIT_STRIDE, build_tiny_map
 
+# One torch thread per module (see conftest.one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 # DSAC*'s 10 px threshold is for 640 x 480 images; these are 160 x 120.
 TINY_RANSAC = RansacOptions(inlier_threshold_px=4.0)
 # The quick fit is good to a few centimetres on the fitted frames, not to DSAC* accuracy.
 FITTED_MAX_TRANSLATION_M, FITTED_MAX_ROTATION_DEG = 0.05, 2.0
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Keep this file fast on a shared 2-core machine (see fit_tiny_map); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def map_path(cache_dir):

@@ -17,6 +17,9 @@ from dsac_ros.mapfile import load_map
 from dsac_ros.network import Head, cell_centers_px, network_input_size
 from dsac_ros import mapping as mp
 
+# One torch thread per module (see conftest.one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 INPUT_HEIGHT_PX = 96  # tiny frames are 160 x 120; a small input keeps every test in seconds
 
 
@@ -25,16 +28,6 @@ def tiny_options(**changes) -> mp.MappingOptions:
                 batch_size=1024, validate_every_s=1e9, checkpoint_every_s=1e9, augment_passes=2)
     base.update(changes)
     return mp.MappingOptions(**base)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # On 2 cores shared with other jobs, PyTorch's two spinning threads run several times slower
-    # than one (measured: a head step 560 ms with 2 threads vs 34 ms with 1 under load 6).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

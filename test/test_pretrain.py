@@ -9,15 +9,10 @@ from dsac_ros.network import OUTPUT_STRIDE
 from dsac_ros.pretrain import (PRETRAIN_SEED_BASE, EncoderFileError, PretrainConfig, contrastive_loss,
                                export_encoder, load_encoder, pretrain, render_room, sample_crop, sample_pair)
 
+# One torch thread per module (see conftest.one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SIZE = (96, 72)  # small renders keep this file fast
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

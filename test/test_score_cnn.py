@@ -5,14 +5,8 @@ import torch
 
 from dsac_ros.score_cnn import ScoreCNN, error_images
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One torch thread (shared 2-core machine: the pool's synchronisation dominates small tensors)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+# One torch thread per module (see conftest.one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_error_images_clamp_scale_and_resize():

@@ -7,17 +7,11 @@ import torch
 from dsac_ros import solvers
 from dsac_ros.geometry import project_points, rotation_from_axis_angle
 
+# One torch thread per module (see conftest.one_torch_thread).
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CAMERA = (500.0, 505.0, 321.3, 238.9)
 K = np.array([[500.0, 0, 321.3], [0, 505.0, 238.9], [0, 0, 1]])
-
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One torch thread (shared 2-core machine: the pool's synchronisation dominates small tensors)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def random_pose(rng):

@@ -14,6 +14,12 @@ from pathlib import Path
 DEFAULT_SEED = 0
 
 
+def stamp_seed(stamp_ns: int) -> int:
+    """RANSAC seed of a frame from its stamp: the localizer node's scheme (dsac_ros.ros.node.stamp_seed,
+    kept equal by test/test_evaluate_live.py), here so offline evaluation needs no rclpy."""
+    return int(stamp_ns) % 2_147_483_647
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA", help="folder or rosbag2 with images, intrinsics and ground-truth poses")
     parser.add_argument("--map", required=True, metavar="MAP.pt", help="map file written by 'dsac-ros map'")
@@ -29,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="localise with the recorded depth (RGB-D hypotheses) instead of RGB only")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help="RANSAC seed of the first frame; frame i uses seed + i (default: 0)")
+    parser.add_argument("--seed-from-stamp", action="store_true",
+                        help="seed each frame from its stamp as the ROS node does (instead of --seed + index), "
+                             "so results equal 'dsac-ros evaluate-live' on the same bag")
     parser.add_argument("--every", type=int, default=1, metavar="K", help="use every K-th frame (default: 1)")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots in the report")
@@ -46,8 +55,11 @@ def _ransac_options(args: argparse.Namespace):
 
 
 def evaluate_frames(localizer, frames, use_depth: bool = False, seed: int | None = DEFAULT_SEED,
-                    every: int = 1, max_frames: int | None = None, progress: bool = True, total: int | None = None):
-    """Localise frames -> list of FrameRecord. ``frames`` is any iterable of dsac_ros.frame.Frame."""
+                    every: int = 1, max_frames: int | None = None, progress: bool = True, total: int | None = None,
+                    seed_from_stamp: bool = False):
+    """Localise frames -> list of FrameRecord. ``frames`` is any iterable of dsac_ros.frame.Frame.
+
+    Frame i is seeded with ``seed + i``, or with ``stamp_seed(frame.stamp_ns)`` when seed_from_stamp."""
     from tqdm import tqdm
 
     from dsac_ros.evaluation import FrameRecord
@@ -64,7 +76,10 @@ def evaluate_frames(localizer, frames, use_depth: bool = False, seed: int | None
                 continue
             if max_frames is not None and len(records) >= max_frames:
                 break
-            frame_seed = None if seed is None else seed + index
+            if seed_from_stamp:
+                frame_seed = stamp_seed(frame.stamp_ns)
+            else:
+                frame_seed = None if seed is None else seed + index
             result = localizer.localize(frame.image_rgb, frame.intrinsics,
                                         depth_m=frame.depth_m if use_depth else None, seed=frame_seed)
             record = FrameRecord.from_result(result, frame.world_T_cam, frame.stamp_ns, frame.name or str(index))
@@ -103,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             records = evaluate_frames(localizer, recording, use_depth=args.use_depth, seed=args.seed,
                                       every=args.every, max_frames=args.max_frames, progress=not args.quiet,
-                                      total=len(recording))
+                                      total=len(recording), seed_from_stamp=args.seed_from_stamp)
         finally:
             close = getattr(recording, "close", None)
             if close is not None:
@@ -122,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         run_info = {"data": str(data_path), "map": str(args.map), "device": localizer.device_name,
                     "threads": torch.get_num_threads(),
-                    "use_depth": bool(args.use_depth), "seed": args.seed, "every": args.every,
+                    "use_depth": bool(args.use_depth), "every": args.every,
+                    "seed": "from stamp" if args.seed_from_stamp else args.seed,
                     "ransac": localizer.ransac_dict()}
         paths = write_report(args.report, records, metrics, title=title, extra=run_info, plots=not args.no_plots)
         print(f"report written to {Path(args.report)} ({', '.join(p.name for p in paths.values())})")

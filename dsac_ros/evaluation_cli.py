@@ -11,13 +11,9 @@ import logging
 import sys
 from pathlib import Path
 
+from dsac_ros.frame import stamp_seed
+
 DEFAULT_SEED = 0
-
-
-def stamp_seed(stamp_ns: int) -> int:
-    """RANSAC seed of a frame from its stamp: the localizer node's scheme (dsac_ros.ros.node.stamp_seed,
-    kept equal by test/test_evaluate_live.py), here so offline evaluation needs no rclpy."""
-    return int(stamp_ns) % 2_147_483_647
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

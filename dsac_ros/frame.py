@@ -26,3 +26,8 @@ class Frame:
     depth_m: Optional[np.ndarray] = None
     world_T_cam: Optional[np.ndarray] = None
     name: str = ""
+
+
+def stamp_seed(stamp_ns: int) -> int:
+    """RANSAC seed of a frame from its stamp alone, so a replay (live or offline) reproduces every pose."""
+    return int(stamp_ns) % 2_147_483_647

@@ -285,20 +285,19 @@ class LiveEvaluator:
 
     def _prepare_node(self) -> None:
         """Wait for the node's map (its worker loads it at start) and deliver the bag's first
-        CameraInfo before any image. The node has no public accessors for either, so this reads
-        its `_localizer`, `_model_error` and `_camera_info`."""
+        CameraInfo before any image."""
         # The map first, before any /clock: the node's idle timer runs on sim time and would report
         # NO_MODEL while the map is still loading; and real-time playback should not begin with
         # frames queued behind the load.
-        _spin_until(self.executor, lambda: getattr(self.node, "_localizer", None) is not None
-                    or getattr(self.node, "_model_error", "") not in ("", "no map loaded yet"), MATCH_TIMEOUT_S)
+        _spin_until(self.executor, lambda: self.node.model_loaded
+                    or self.node.model_error not in ("", "no map loaded yet"), MATCH_TIMEOUT_S)
         # Published back to back, the first image could reach the worker before its CameraInfo
         # (BAD_INPUT). Best effort: resend until the node has it.
         first = next((m for m in self.player.messages() if m.topic == self.camera_info_topic), None)
         deadline = time.monotonic() + MATCH_TIMEOUT_S
-        while first is not None and getattr(self.node, "_camera_info", None) is None and time.monotonic() < deadline:
+        while first is not None and not self.node.has_camera_info and time.monotonic() < deadline:
             self.player.publish(first)
-            _spin_until(self.executor, lambda: getattr(self.node, "_camera_info", None) is not None, 0.2)
+            _spin_until(self.executor, lambda: self.node.has_camera_info, 0.2)
 
     def _image_sent(self, message) -> int:
         stamp_ns = header_stamp_ns(message.data)

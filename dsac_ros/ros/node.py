@@ -52,6 +52,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tf2_msgs.msg import TFMessage
 
+from dsac_ros.frame import stamp_seed
 from dsac_ros.geometry import invert_pose, is_valid_pose
 from dsac_ros.msg import LocalizationStatus
 from dsac_ros.ros import params as node_params
@@ -83,11 +84,6 @@ MAX_BUFFERED_DEPTH = 5
 # A failed map load is retried this often (the file may still be being written).
 MAP_RETRY_S = 10.0
 TF_CACHE_TIME_S = 10.0
-
-
-def stamp_seed(stamp_ns: int) -> int:
-    """RANSAC seed of a frame: a function of its stamp only, so a replay reproduces every pose."""
-    return int(stamp_ns) % 2_147_483_647
 
 
 def sensor_qos(depth: int = 1) -> QoSProfile:
@@ -683,6 +679,21 @@ class LocalizerNode(Node):
             self._send_tf(broadcast, stamp_ns + int(round(settings.transform_tolerance_s * 1e9)))
 
     # ------------------------------------------------------------------ shutdown
+
+    @property
+    def model_loaded(self) -> bool:
+        """True once a map is loaded and frames can be localised."""
+        return self._localizer is not None
+
+    @property
+    def model_error(self) -> str:
+        """Why no map is loaded ("no map loaded yet" until the first attempt); empty when loaded."""
+        return self._model_error
+
+    @property
+    def has_camera_info(self) -> bool:
+        """True once a CameraInfo has arrived."""
+        return self._camera_info is not None
 
     def destroy_node(self) -> None:
         condition, worker = getattr(self, "_cond", None), getattr(self, "_worker", None)

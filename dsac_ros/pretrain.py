@@ -283,11 +283,14 @@ def _git_commit() -> str:
 
 def pretrain(out_dir: Path, config: PretrainConfig, hours: float, device: torch.device = torch.device("cpu"),
              data_cache: Optional[Path] = None, log: Callable[[str], None] = print,
-             max_steps: Optional[int] = None) -> Path:
+             max_steps: Optional[int] = None, init_encoder: Optional[Path] = None) -> Path:
     """Train (or resume) for ``hours`` of wall time; returns the checkpoint path.
 
     out_dir holds ``checkpoint.pt`` and ``log.jsonl``; an existing checkpoint is resumed with
-    the config it was started with.
+    the config it was started with. Without one, ``init_encoder`` (an encoder file, e.g. the
+    shipped one) continues that encoder's training: its weights, step count and hours carry
+    over (the optimiser state starts afresh), so training can go on in another session from
+    the committed file alone.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -311,16 +314,28 @@ def pretrain(out_dir: Path, config: PretrainConfig, hours: float, device: torch.
     optimizer = torch.optim.Adam([{"params": encoder_params, "lr": config.encoder_lr, "base_lr": config.encoder_lr},
                                   {"params": head_params, "lr": config.head_lr, "base_lr": config.head_lr}])
     step, elapsed_s = 0, 0.0
+    continued_from = state.get("continued_from") if state is not None else None
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed_s = int(state["step"]), float(state["elapsed_s"])
+    elif init_encoder is not None:
+        encoder, meta = load_encoder(init_encoder)
+        if dict(meta["encoder_config"]) != dict(config.encoder):
+            raise EncoderFileError(f"{init_encoder} has encoder {meta['encoder_config']}, this run trains "
+                                   f"{config.encoder}")
+        model.encoder.load_state_dict(encoder.state_dict())
+        step, elapsed_s = int(meta["training"]["steps"]), float(meta["training"]["hours"]) * 3600
+        continued_from = dict(meta["training"], weights_sha256=meta["weights_sha256"])
+        log(f"continuing {init_encoder} from step {step} ({elapsed_s / 3600:.2f} h trained)")
     rng = np.random.default_rng([config.seed, step])
     mean, std = DEFAULT_NORMALIZATION["mean"], DEFAULT_NORMALIZATION["std"]
 
     def save() -> None:
         payload = {"config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                    "step": step, "elapsed_s": elapsed_s, "commit": _git_commit()}
+        if continued_from is not None:
+            payload["continued_from"] = continued_from
         tmp = checkpoint_path.with_suffix(".tmp")
         torch.save(payload, tmp)
         os.replace(tmp, checkpoint_path)
@@ -415,7 +430,9 @@ def export_encoder(checkpoint_path: Path, out_path: Path, command: str = "") -> 
         "training": {"config": config.to_dict(), "steps": int(state["step"]),
                      "hours": round(float(state["elapsed_s"]) / 3600, 3),
                      "commit": state.get("commit", "unknown"), "command": command,
-                     "torch": str(torch.__version__)},
+                     "torch": str(torch.__version__),
+                     # The earlier run(s) this one continued (their command, commit, steps).
+                     "continued_from": state.get("continued_from")},
     }
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (default 1: on a shared 2-core CPU more threads spin-wait)")
+    parser.add_argument("--init-encoder", type=Path,
+                        help="continue training this encoder file (e.g. dsac_ros/assets/encoder.pt) in a new run folder")
     parser.add_argument("--export", type=Path, help="write the encoder file here when the run ends")
     parser.add_argument("--evaluate", type=int, default=0, metavar="N",
                         help="afterwards, measure transfer on N unseen rooms (fresh head, 60 s each)")
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     print(f"device: {describe_device(device)}")
     config = PretrainConfig(scenes=args.scenes, views_per_scene=args.views, objective=args.objective)
-    checkpoint = pretrain(args.out, config, args.hours, device=device)
+    checkpoint = pretrain(args.out, config, args.hours, device=device, init_encoder=args.init_encoder)
     if args.export:
         command = "dsac-ros pretrain-encoder " + " ".join(shlex.quote(a) for a in sys.argv[2:])
         meta = export_encoder(checkpoint, args.export, command=command)

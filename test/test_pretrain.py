@@ -95,6 +95,11 @@ def test_pretraining_resumes_and_exports_a_checked_encoder(tmp_path):
     torch.save(payload, tmp_path / "newer.pt")
     with pytest.raises(EncoderFileError, match="newer"):
         load_encoder(tmp_path / "newer.pt")
+    continued = pretrain(tmp_path / "continued", config, hours=1.0, max_steps=6, log=lambda _: None,
+                         init_encoder=tmp_path / "encoder.pt")
+    assert torch.load(continued, weights_only=True)["step"] == 6  # 5 carried over + 1 new step
+    history = export_encoder(continued, tmp_path / "continued.pt", command="again")["training"]
+    assert history["continued_from"]["command"] == "test" and history["continued_from"]["steps"] == 5
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     with pytest.raises(EncoderFileError, match="damaged"):
         load_encoder(tmp_path / "junk.pt")

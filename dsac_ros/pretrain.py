@@ -333,13 +333,15 @@ def pretrain(out_dir: Path, config: PretrainConfig, hours: float, device: torch.
 
     def save() -> None:
         payload = {"config": config.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                   "step": step, "elapsed_s": elapsed_s, "commit": _git_commit()}
+                   "step": step, "elapsed_s": elapsed_s, "commit": commit}
         if continued_from is not None:
             payload["continued_from"] = continued_from
         tmp = checkpoint_path.with_suffix(".tmp")
         torch.save(payload, tmp)
         os.replace(tmp, checkpoint_path)
 
+    # The code that trains from here on: recorded in every checkpoint this session writes.
+    commit = _git_commit()
     session_start = time.monotonic()
     last_save = session_start
     running = None

@@ -105,3 +105,15 @@ def test_pretraining_resumes_and_exports_a_checked_encoder(tmp_path):
         load_encoder(tmp_path / "junk.pt")
     with pytest.raises(EncoderFileError, match="does not exist"):
         load_encoder(tmp_path / "missing.pt")
+
+
+def test_shipped_encoder_loads_and_matches_its_recorded_checksum():
+    from dsac_ros.mapping import DEFAULT_ENCODER_PATH
+    from dsac_ros.network import network_config
+
+    encoder, meta = load_encoder(DEFAULT_ENCODER_PATH)  # recomputes the weights' SHA-256
+    assert meta["encoder_config"] == network_config("fast")["encoder"]  # what `map` builds by default
+    training = meta["training"]
+    assert training["steps"] > 0 and len(training["commit"]) == 40 and "pretrain-encoder" in training["command"]
+    assert training["config"]["scenes"] > 0  # procedural rooms PRETRAIN_SEED_BASE + i, never a standard scene
+    assert encoder(torch.zeros(1, 1, 240, 320)).shape == (1, meta["encoder_config"]["feature_channels"], 30, 40)

@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from dsac_ros.data.recording_cli import add_recording_arguments, recording_options
 from dsac_ros.frame import stamp_seed
 
 DEFAULT_SEED = 0
@@ -38,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots in the report")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_recording_arguments(parser)
 
 
 def _ransac_options(args: argparse.Namespace):
@@ -110,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     data_path = Path(args.data)
     try:
-        recording = open_recording(data_path)
+        recording = open_recording(data_path, **recording_options(args))
         try:
             records = evaluate_frames(localizer, recording, use_depth=args.use_depth, seed=args.seed,
                                       every=args.every, max_frames=args.max_frames, progress=not args.quiet,

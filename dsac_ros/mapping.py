@@ -1042,12 +1042,14 @@ class MappingResult:
     training: dict[str, Any]
 
 
-def _frames_source(data: Any) -> tuple[Iterable[Frame], Optional[int], str]:
-    """(frames, count if known, description) from a path (folder / bag) or an iterable of Frames."""
+def _frames_source(data: Any, recording_options: Optional[dict[str, Any]] = None
+                   ) -> tuple[Iterable[Frame], Optional[int], str]:
+    """(frames, count if known, description) from a path (folder / bag, opened with
+    ``recording_options``: topics and frames) or an iterable of Frames."""
     if isinstance(data, (str, os.PathLike)):
         from dsac_ros.data import open_recording
 
-        recording = open_recording(data)
+        recording = open_recording(data, **(recording_options or {}))
 
         def frames_then_close() -> Iterable[Frame]:
             try:
@@ -1065,10 +1067,12 @@ def _frames_source(data: Any) -> tuple[Iterable[Frame], Optional[int], str]:
 
 def map_recording(data: Any, out_path: str | os.PathLike, options: MappingOptions = MappingOptions(),
                   resume: bool = False, keep_checkpoint: bool = False,
-                  log: Callable[[str], None] = logger.info) -> MappingResult:
+                  log: Callable[[str], None] = logger.info,
+                  recording_options: Optional[dict[str, Any]] = None) -> MappingResult:
     """Map a recording (folder / bag path, or an iterable of Frames) into a map file at ``out_path``.
 
     Frames need images, intrinsics and ground-truth poses (world_T_cam); ``rgbd`` also needs depth.
+    ``recording_options`` name a bag's topics and frames (``dsac_ros.data.open_recording``).
     With ``resume``, a checkpoint left by an interrupted run of the same output is continued
     (its options are used; the data is read again only in ``full`` mode or without a buffer).
     Raises MappingError for unusable data or options.
@@ -1095,9 +1099,11 @@ def map_recording(data: Any, out_path: str | os.PathLike, options: MappingOption
     progress = Progress(total_s, options.progress, start_s=saved["spent_s"] if saved else 0.0)
     try:
         if options.mode == "full":
-            result = _map_full(data, out_path, options, device, timer, progress, checkpoints, saved, log)
+            result = _map_full(data, out_path, options, device, timer, progress, checkpoints, saved, log,
+                               recording_options)
         else:
-            result = _map_head(data, out_path, options, device, timer, progress, checkpoints, saved, log)
+            result = _map_head(data, out_path, options, device, timer, progress, checkpoints, saved, log,
+                               recording_options)
     finally:
         progress.close()
     if not keep_checkpoint:
@@ -1110,7 +1116,8 @@ def _run_info(options: MappingOptions, device: torch.device, source: str) -> dic
             "device": describe_device(device), "source": source, "options": options.to_dict()}
 
 
-def _map_head(data, out_path, options, device, timer, progress, checkpoints, saved, log) -> MappingResult:
+def _map_head(data, out_path, options, device, timer, progress, checkpoints, saved, log,
+              recording_options=None) -> MappingResult:
     from dsac_ros.mapfile import save_map
 
     encoder, encoder_config, encoder_info = load_mapping_encoder(options.encoder_path)
@@ -1123,7 +1130,7 @@ def _map_head(data, out_path, options, device, timer, progress, checkpoints, sav
     buffer_data = checkpoints.load_buffer() if saved else None
     source = saved["source"] if saved else ""
     if buffer_data is None:
-        frames, count, source = _frames_source(data)
+        frames, count, source = _frames_source(data, recording_options)
         progress.update(stage="reading")
         mapping, validation, data_info = split_frames(frames, options, timer, keep_depth=use_depth,
                                                       on_frame=lambda i: progress.update() if i % 10 == 0 else None)
@@ -1235,12 +1242,13 @@ def _training_record(options, device, source, encoder_info, data_info, budget, t
     return training
 
 
-def _map_full(data, out_path, options, device, timer, progress, checkpoints, saved, log) -> MappingResult:
+def _map_full(data, out_path, options, device, timer, progress, checkpoints, saved, log,
+              recording_options=None) -> MappingResult:
     """Full mode: whole network on whole images (stage 1), then optional end-to-end (stage 2)."""
     from dsac_ros.mapfile import save_map
     from dsac_ros.network import build_network
 
-    frames, count, source = _frames_source(data)
+    frames, count, source = _frames_source(data, recording_options)
     progress.update(stage="reading")
     mapping, validation, data_info = split_frames(frames, options, timer, keep_depth=True)
     data_info.update(mapping_frames=len(mapping), validation_frames=len(validation))

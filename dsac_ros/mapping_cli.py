@@ -16,6 +16,8 @@ import logging
 import sys
 from pathlib import Path
 
+from dsac_ros.data.recording_cli import add_recording_arguments, recording_options
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA",
@@ -45,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--keep-checkpoint", action="store_true", help="keep MAP.pt.ckpt/ after success")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_recording_arguments(parser)
 
 
 def format_summary(training: dict) -> str:
@@ -90,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
                                  encoder_path=args.encoder, network=args.network, frame_stride=args.every,
                                  threads=args.threads, seed=args.seed, progress=not args.quiet, **changes)
         result = map_recording(Path(args.data), args.out, options, resume=args.resume,
+                               recording_options=recording_options(args),
                                keep_checkpoint=args.keep_checkpoint)
     except (MappingError, RecordingError, DeviceError, EncoderFileError, ValueError, OSError) as error:
         print(f"dsac-ros map: {error}", file=sys.stderr)

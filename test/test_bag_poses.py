@@ -62,7 +62,51 @@ def bags(tmp_path_factory):
         for connection, timestamp, data in reader.messages():
             if connection.topic in out:
                 writer.write(out[connection.topic], timestamp, data)
+    # Ground truth as nav_msgs/Odometry of base_link (a SLAM or mocap system's output), plus the
+    # same static camera offset.
+    odom_type = "nav_msgs/msg/Odometry"
+    with Reader(root / "images_only") as reader, \
+            Writer(root / "with_odometry", version=Writer.VERSION_LATEST, storage_plugin=StoragePlugin.MCAP) as writer:
+        out = {c.topic: writer.add_connection(c.topic, c.msgtype, typestore=ts)
+               for c in reader.connections if c.topic != "/unused_tf"}
+        odom = writer.add_connection("/slam/odometry", odom_type, typestore=ts)
+        tf_static = writer.add_connection("/tf_static", tf_type, typestore=ts)
+        writer.write(tf_static, start_ns - 1, ts.serialize_cdr(static, tf_type))
+        t = ts.types
+        for frame in frames:
+            transform = _transform(ts, frame.stamp_ns, "map", "base_link", frame.world_T_cam @ invert_pose(BASE_T_CAMERA))
+            pose = t["geometry_msgs/msg/Pose"](
+                position=t["geometry_msgs/msg/Point"](x=transform.transform.translation.x,
+                                                      y=transform.transform.translation.y,
+                                                      z=transform.transform.translation.z),
+                orientation=transform.transform.rotation)
+            message = t[odom_type](
+                header=transform.header, child_frame_id="base_link",
+                pose=t["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=np.zeros(36)),
+                twist=t["geometry_msgs/msg/TwistWithCovariance"](
+                    twist=t["geometry_msgs/msg/Twist"](linear=t["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0),
+                                                       angular=t["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0)),
+                    covariance=np.zeros(36)))
+            writer.write(odom, frame.stamp_ns, ts.serialize_cdr(message, odom_type))
+        for connection, timestamp, data in reader.messages():
+            if connection.topic in out:
+                writer.write(out[connection.topic], timestamp, data)
     return frames, root
+
+
+def test_odometry_of_the_body_chained_to_the_camera_gives_the_camera_poses(bags):
+    _, root = bags
+    from_pose = list(read_frames(root / "with_pose"))
+    from_odometry = list(read_frames(root / "with_odometry", pose_topic="/slam/odometry"))
+    assert len(from_odometry) == len(from_pose)
+    for a, b in zip(from_pose, from_odometry):
+        np.testing.assert_allclose(b.world_T_cam, a.world_T_cam, atol=1e-6)
+
+
+def test_unsupported_ground_truth_type_is_a_clear_error(bags):
+    _, root = bags
+    with pytest.raises(ValueError, match="ground-truth topic '/camera/camera_info' has type"):
+        list(read_frames(root / "with_pose", pose_topic="/camera/camera_info"))
 
 
 def test_tf_chain_through_static_offset_gives_the_pose_topic_poses(bags):
@@ -82,3 +126,20 @@ def test_frames_without_a_tf_path_to_the_camera_have_no_pose(bags):
     _, root = bags
     frames = list(read_frames(root / "with_tf", pose_topic=None, tf_parent="map", tf_child="camera_link"))
     assert frames and all(frame.world_T_cam is None for frame in frames)
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_map_verb_maps_a_bag_whose_poses_come_only_from_tf(bags, tmp_path):
+    from dsac_ros.cli import main as cli_main
+    from dsac_ros.mapfile import load_map
+
+    _, root = bags
+    common = ["--minutes", "0.1", "--no-end-to-end", "--threads", "1", "--quiet", "--pose-topic", "none",
+              "--tf-parent", "map"]
+    assert cli_main(["map", str(root / "with_tf"), "--out", str(tmp_path / "tf.pt"),
+                     "--tf-child", "camera_optical_frame", *common]) == 0
+    assert load_map(tmp_path / "tf.pt").training["data"]["mapping_frames"] > 0
+    # A camera frame TF cannot reach: no poses, so mapping refuses with a reason instead of a map.
+    assert cli_main(["map", str(root / "with_tf"), "--out", str(tmp_path / "none.pt"),
+                     "--tf-child", "camera_link", *common]) != 0
+    assert not (tmp_path / "none.pt").exists()

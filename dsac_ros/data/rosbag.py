@@ -41,6 +41,11 @@ COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 TF_TYPE = "tf2_msgs/msg/TFMessage"
 POSE_TYPE = "geometry_msgs/msg/PoseStamped"
+POSE_COVARIANCE_TYPE = "geometry_msgs/msg/PoseWithCovarianceStamped"
+ODOMETRY_TYPE = "nav_msgs/msg/Odometry"
+# Ground-truth pose topics: PoseStamped / PoseWithCovarianceStamped give the camera's pose;
+# Odometry gives its child_frame_id's pose, chained to the camera through TF when they differ.
+GROUND_TRUTH_TYPES = (POSE_TYPE, POSE_COVARIANCE_TYPE, ODOMETRY_TYPE)
 
 
 @dataclass(frozen=True)
@@ -288,7 +293,9 @@ class BagReader:
     path: a bag directory (MCAP or sqlite3, with metadata.yaml) or a single .mcap / .db3 file.
     image_topic: sensor_msgs/Image or CompressedImage; camera_info_topic: sensor_msgs/CameraInfo
     (not needed when ``intrinsics`` is given); depth_topic: optional depth images (None: ignore);
-    pose_topic: optional PoseStamped ground truth (None: ignore), used before TF;
+    pose_topic: optional ground truth (None: ignore), used before TF: PoseStamped or
+        PoseWithCovarianceStamped (the camera's pose), or Odometry (its child_frame_id's pose,
+        chained to the camera frame through TF when the two differ);
     tf_parent / tf_child: ground truth from TF (tf_child None: the image's frame_id);
     stamp_tolerance_s: how far depth, pose and TF stamps may be from the image stamp.
     """
@@ -365,11 +372,19 @@ class BagReader:
         static_connections = self._connections(self.tf_topics[1])
         connections = (self._connections(self.camera_info_topic) + self._connections(self.pose_topic)
                        + self._connections(self.tf_topics[0]) + static_connections)
+        for connection in self._connections(self.pose_topic):
+            if connection.msgtype not in GROUND_TRUTH_TYPES:
+                raise RecordingError(f"{self.path}: ground-truth topic {self.pose_topic!r} has type {connection.msgtype}; "
+                                     f"supported: {', '.join(GROUND_TRUTH_TYPES)}")
         for connection, message in self._messages(connections):
             if connection.topic == self.camera_info_topic and connection.msgtype == CAMERA_INFO_TYPE:
                 infos.add(_stamp_ns(message.header), message)
-            elif connection.topic == self.pose_topic and connection.msgtype == POSE_TYPE:
-                poses.add(_stamp_ns(message.header), _pose_matrix(message.pose))
+            elif connection.topic == self.pose_topic and connection.msgtype in GROUND_TRUTH_TYPES:
+                if connection.msgtype == POSE_TYPE:
+                    poses.add(_stamp_ns(message.header), (_pose_matrix(message.pose), None))
+                else:
+                    body = message.child_frame_id if connection.msgtype == ODOMETRY_TYPE else None
+                    poses.add(_stamp_ns(message.header), (_pose_matrix(message.pose.pose), body or None))
             elif connection.msgtype == TF_TYPE:
                 for transform in message.transforms:
                     tf.add(transform.header.frame_id, transform.child_frame_id, _stamp_ns(transform.header),
@@ -432,10 +447,16 @@ class BagReader:
                     raise RecordingError(
                         f"{self.path}: depth on {self.depth_topic!r} is {depth.shape[1]}x{depth.shape[0]}, images are "
                         f"{width}x{height} (depth must be registered to the image; pass depth_topic=None to ignore it)")
-            pose = poses.nearest(stamp_ns, self.tolerance_ns)
-            if pose is None and tf:
-                child = self.tf_child or message.header.frame_id
-                pose = tf.lookup(self.tf_parent, child, stamp_ns, self.tolerance_ns)
+            camera_frame = self.tf_child or message.header.frame_id
+            pose = None
+            entry = poses.nearest(stamp_ns, self.tolerance_ns)
+            if entry is not None:
+                pose, body = entry
+                if body is not None and body != camera_frame:
+                    body_T_camera = tf.lookup(body, camera_frame, stamp_ns, self.tolerance_ns) if tf else None
+                    pose = None if body_T_camera is None else pose @ body_T_camera
+            if pose is None and entry is None and tf:
+                pose = tf.lookup(self.tf_parent, camera_frame, stamp_ns, self.tolerance_ns)
             # Depth messages older than this image can match no later image.
             while pending_depths.stamps and pending_depths.stamps[0] < stamp_ns - self.tolerance_ns:
                 pending_depths.stamps.pop(0)

@@ -35,6 +35,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from dsac_ros.data.recording_cli import add_recording_arguments, recording_options
 from dsac_ros.data.rosbag import COMPRESSED_TYPE, IMAGE_TYPE, BagTopics
 
 DEFAULT_FRAME_TIMEOUT_S = 60.0
@@ -459,13 +460,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
     parser.add_argument("--topics", nargs="+", default=None, metavar="TOPIC",
                         help="topics to play (default: image, camera_info, depth with --use-depth, /tf, /tf_static)")
-    parser.add_argument("--image-topic", default=BagTopics.image)
-    parser.add_argument("--camera-info-topic", default=BagTopics.camera_info)
-    parser.add_argument("--depth-topic", default=BagTopics.depth)
-    parser.add_argument("--pose-topic", default=BagTopics.pose,
-                        help="ground-truth PoseStamped topic (used before /tf when present)")
-    parser.add_argument("--tf-parent", default=BagTopics.map_frame, help="ground truth from /tf: parent frame")
-    parser.add_argument("--tf-child", default=None, help="ground truth from /tf: child frame (default: image frame_id)")
+    add_recording_arguments(parser)
     parser.add_argument("--use-depth", action="store_true", help="run the node with use_depth (RGB-D hypotheses)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="set a node parameter, e.g. ransac.hypotheses=128 (repeatable)")
@@ -521,9 +516,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         live = evaluate_bag_live(args.bag, args.map, rate=args.rate, device=args.device, topics=args.topics,
-                                 image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
-                                 depth_topic=args.depth_topic, pose_topic=args.pose_topic, tf_parent=args.tf_parent,
-                                 tf_child=args.tf_child, use_depth=args.use_depth, node_parameters=parameters,
+                                 **recording_options(args), use_depth=args.use_depth, node_parameters=parameters,
                                  frame_timeout_s=args.frame_timeout, progress=progress)
     except (RecordingError, ReplayError, LiveEvaluationError, OSError) as error:
         print(f"dsac-ros evaluate-live: {error}", file=sys.stderr)

@@ -1047,19 +1047,10 @@ def _frames_source(data: Any, recording_options: Optional[dict[str, Any]] = None
     """(frames, count if known, description) from a path (folder / bag, opened with
     ``recording_options``: topics and frames) or an iterable of Frames."""
     if isinstance(data, (str, os.PathLike)):
-        from dsac_ros.data import open_recording
+        from dsac_ros.data import iterate_then_close, open_recording
 
         recording = open_recording(data, **(recording_options or {}))
-
-        def frames_then_close() -> Iterable[Frame]:
-            try:
-                yield from recording
-            finally:
-                close = getattr(recording, "close", None)
-                if close is not None:
-                    close()
-
-        return frames_then_close(), len(recording), str(data)
+        return iterate_then_close(recording), len(recording), str(data)
     frames = data
     count = len(frames) if hasattr(frames, "__len__") else None
     return frames, count, "<frames>"

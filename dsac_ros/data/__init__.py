@@ -16,7 +16,7 @@ from dsac_ros.data.errors import RecordingError
 from dsac_ros.data.folder import FolderReader, write_folder
 from dsac_ros.frame import Frame
 
-__all__ = ["Frame", "RecordingError", "FolderReader", "open_recording", "read_frames", "count_frames",
+__all__ = ["Frame", "RecordingError", "FolderReader", "open_recording", "read_frames", "iterate_then_close", "count_frames",
            "is_bag", "write_folder", "write_bag"]
 
 
@@ -56,10 +56,11 @@ def read_frames(path, **options) -> Iterator[Frame]:
 
     The recording is opened (and checked for its topics and intrinsics) before this returns.
     """
-    return _frames_then_close(open_recording(path, **options))
+    return iterate_then_close(open_recording(path, **options))
 
 
-def _frames_then_close(reader) -> Iterator[Frame]:
+def iterate_then_close(reader) -> Iterator[Frame]:
+    """Frames of an opened recording; the recording is closed when the iteration ends or stops."""
     try:
         yield from reader
     finally:

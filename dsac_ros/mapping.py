@@ -618,19 +618,59 @@ class StageContext:
     max_steps: Optional[int] = None
 
 
-def _periodic(context: StageContext, state: dict[str, Any], stage_elapsed: float, last: dict[str, float],
-              snapshot: Callable[[], dict[str, Any]]) -> None:
-    """Run validation and checkpointing (after a snapshot of the stage state) when their intervals have passed."""
-    if stage_elapsed - last["validation"] >= context.validate_every_s:
-        with context.timer.measure("validation"):
-            result = context.validate()
-        last["validation"] = stage_elapsed
-        state.setdefault("validations", []).append({"stage_seconds": round(stage_elapsed, 1), **result})
-        context.progress.update(validation=_format_validation(result))
-    if stage_elapsed - last["checkpoint"] >= context.checkpoint_every_s:
-        with context.timer.measure("checkpoint"):
-            context.checkpoint(snapshot())
-        last["checkpoint"] = stage_elapsed
+def _stage_state(state: Optional[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """A stage's resumable state: the saved one, or a fresh one (plus stage-specific counters)."""
+    return dict(state or {"step": 0, "elapsed_s": 0.0, "sampler": {"epoch": 0, "position": 0}, "losses": [],
+                          **extra})
+
+
+class _StageRun:
+    """What every resumable training stage keeps track of: time spent (saved + this run), when to
+    stop, progress through the budget, and periodic validation and checkpoints of its state.
+
+    weights() returns the model entries of a snapshot, e.g. {"head": head.state_dict()}.
+    """
+
+    def __init__(self, context: StageContext, state: dict[str, Any], optimizer: torch.optim.Optimizer,
+                 sampler: "EpochSampler", weights: Callable[[], dict[str, Any]]) -> None:
+        self.context, self.state, self.optimizer, self.sampler, self.weights = context, state, optimizer, sampler, weights
+        if "optimizer" in state:
+            optimizer.load_state_dict(state["optimizer"])
+        self._start, self._before = time.monotonic(), state["elapsed_s"]
+        self._last = {"validation": state["elapsed_s"], "checkpoint": state["elapsed_s"]}
+
+    def elapsed(self) -> float:
+        return self._before + time.monotonic() - self._start
+
+    def finished(self) -> bool:
+        max_steps = self.context.max_steps
+        return self.elapsed() >= self.context.seconds or (max_steps is not None and self.state["step"] >= max_steps)
+
+    def progress(self) -> float:
+        """Fraction of the budget used (time, or steps when a step cap is set and further along)."""
+        progress = min(1.0, self.elapsed() / max(self.context.seconds, 1e-9))
+        if self.context.max_steps:
+            progress = max(progress, self.state["step"] / self.context.max_steps)
+        return progress
+
+    def snapshot(self) -> dict[str, Any]:
+        self.state.update(copy.deepcopy(self.weights()), optimizer=self.optimizer.state_dict(),
+                          sampler=self.sampler.state(), elapsed_s=self.elapsed())
+        return self.state
+
+    def periodic(self) -> None:
+        """Validation and checkpointing (after a snapshot) when their intervals have passed."""
+        context, elapsed = self.context, self.elapsed()
+        if elapsed - self._last["validation"] >= context.validate_every_s:
+            with context.timer.measure("validation"):
+                result = context.validate()
+            self._last["validation"] = elapsed
+            self.state.setdefault("validations", []).append({"stage_seconds": round(elapsed, 1), **result})
+            context.progress.update(validation=_format_validation(result))
+        if elapsed - self._last["checkpoint"] >= context.checkpoint_every_s:
+            with context.timer.measure("checkpoint"):
+                context.checkpoint(self.snapshot())
+            self._last["checkpoint"] = elapsed
 
 
 def train_head_stage(head: Head, data: MappingBuffer, loss_kind: str, options: MappingOptions,
@@ -652,30 +692,16 @@ def train_head_stage(head: Head, data: MappingBuffer, loss_kind: str, options: M
                                    clamp_start_px=options.clamp_start_px, clamp_end_px=options.clamp_end_px)
     head.to(device).train()
     optimizer = torch.optim.AdamW(head.parameters(), lr=options.lr_min, weight_decay=0.0)
-    state = dict(state or {"step": 0, "elapsed_s": 0.0, "sampler": {"epoch": 0, "position": 0}, "losses": []})
-    if "optimizer" in state:
-        optimizer.load_state_dict(state["optimizer"])
+    state = _stage_state(state)
     sampler = EpochSampler(len(usable), options.seed + 1, **state["sampler"])
+    run = _StageRun(context, state, optimizer, sampler, lambda: {"head": head.state_dict()})
     center = torch.as_tensor(data.scene_center_m, dtype=torch.float32, device=device).view(1, 3)
     on_device = buffer.to(device) if device.type != "cpu" else buffer
     batch = min(options.batch_size, len(usable))
-    last = {"validation": state["elapsed_s"], "checkpoint": state["elapsed_s"]}
     context.progress.update(stage=f"head ({loss_kind})")
     running = None
-    segment_start, elapsed_before = time.monotonic(), state["elapsed_s"]
-
-    def snapshot() -> dict[str, Any]:
-        state.update(head=copy.deepcopy(head.state_dict()), optimizer=optimizer.state_dict(),
-                     sampler=sampler.state(), elapsed_s=elapsed_before + time.monotonic() - segment_start)
-        return state
-
-    while True:
-        elapsed = elapsed_before + time.monotonic() - segment_start
-        if elapsed >= context.seconds or (context.max_steps is not None and state["step"] >= context.max_steps):
-            break
-        progress = min(1.0, elapsed / max(context.seconds, 1e-9))
-        if context.max_steps:
-            progress = max(progress, state["step"] / context.max_steps)
+    while not run.finished():
+        progress = run.progress()
         for group in optimizer.param_groups:
             group["lr"] = one_cycle_lr(progress, schedule)
         step_start = time.perf_counter()
@@ -700,8 +726,8 @@ def train_head_stage(head: Head, data: MappingBuffer, loss_kind: str, options: M
             state["losses"].append((state["step"], round(value, 6)))
             context.progress.update(loss=running)
         if state["step"] % 20 == 0:
-            _periodic(context, state, elapsed, last, snapshot)
-    snapshot()
+            run.periodic()
+    run.snapshot()
     state["samples_seen"] = state["step"] * batch
     head.eval()
     return state
@@ -718,29 +744,16 @@ def end_to_end_stage(head: Head, data: MappingBuffer, options: MappingOptions, d
     """
     head.to(device).train()
     optimizer = torch.optim.Adam(head.parameters(), lr=options.e2e_lr)
-    state = dict(state or {"step": 0, "elapsed_s": 0.0, "sampler": {"epoch": 0, "position": 0}, "losses": [],
-                           "skipped": 0})
-    if "optimizer" in state:
-        optimizer.load_state_dict(state["optimizer"])
+    state = _stage_state(state, skipped=0)
     sampler = EpochSampler(len(data.view_rows), options.seed + 2, **state["sampler"])
+    run = _StageRun(context, state, optimizer, sampler, lambda: {"head": head.state_dict()})
     center = torch.as_tensor(data.scene_center_m, dtype=torch.float32, device=device).view(1, 3)
     ransac = RansacOptions(hypotheses=options.e2e_hypotheses,
                            max_refinement_iterations=options.e2e_refinement_iterations)
     rng = torch.Generator().manual_seed(options.seed + 3 + state["step"])
-    last = {"validation": state["elapsed_s"], "checkpoint": state["elapsed_s"]}
     context.progress.update(stage="end-to-end")
     running = None
-    segment_start, elapsed_before = time.monotonic(), state["elapsed_s"]
-
-    def snapshot() -> dict[str, Any]:
-        state.update(head=copy.deepcopy(head.state_dict()), optimizer=optimizer.state_dict(),
-                     sampler=sampler.state(), elapsed_s=elapsed_before + time.monotonic() - segment_start)
-        return state
-
-    while True:
-        elapsed = elapsed_before + time.monotonic() - segment_start
-        if elapsed >= context.seconds or (context.max_steps is not None and state["step"] >= context.max_steps):
-            break
+    while not run.finished():
         step_start = time.perf_counter()
         view = int(sampler.next(1)[0])
         value = end_to_end_step(head, data, view, center, optimizer, ransac, options, device, rng)
@@ -753,8 +766,8 @@ def end_to_end_stage(head: Head, data: MappingBuffer, options: MappingOptions, d
             state["losses"].append((state["step"], round(value, 4)))
             context.progress.update(loss=running)
         if state["step"] % 5 == 0:
-            _periodic(context, state, elapsed, last, snapshot)
-    snapshot()
+            run.periodic()
+    run.snapshot()
     head.eval()
     return state
 
@@ -817,34 +830,19 @@ def full_training_stage(network: SceneCoordinateNetwork, mapping: FrameRecordSet
     network.to(device).train()
     lr = options.full_e2e_lr if end_to_end else options.full_lr
     optimizer = torch.optim.Adam(network.parameters(), lr=lr)
-    state = dict(state or {"step": 0, "elapsed_s": 0.0, "sampler": {"epoch": 0, "position": 0}, "losses": [],
-                           "skipped": 0})
-    if "optimizer" in state:
-        optimizer.load_state_dict(state["optimizer"])
+    state = _stage_state(state, skipped=0)
     sampler = EpochSampler(len(mapping), options.seed + (5 if end_to_end else 4), **state["sampler"])
+    run = _StageRun(context, state, optimizer, sampler, lambda: {"network": network.state_dict()})
     rng = np.random.default_rng([options.seed, 7 if end_to_end else 6, state["step"]])
     schedule = HeadTrainingOptions(loss="reprojection", clamp_start_px=options.clamp_start_px,
                                    clamp_end_px=options.clamp_end_px)
     ransac = RansacOptions(hypotheses=options.e2e_hypotheses,
                            max_refinement_iterations=options.e2e_refinement_iterations)
     use_depth = options.mode != "rgb" and any(d is not None for d in mapping.depth_m)
-    last = {"validation": state["elapsed_s"], "checkpoint": state["elapsed_s"]}
     context.progress.update(stage="full: end-to-end" if end_to_end else "full: network")
     running = None
-    segment_start, elapsed_before = time.monotonic(), state["elapsed_s"]
-
-    def snapshot() -> dict[str, Any]:
-        state.update(network=copy.deepcopy(network.state_dict()), optimizer=optimizer.state_dict(),
-                     sampler=sampler.state(), elapsed_s=elapsed_before + time.monotonic() - segment_start)
-        return state
-
-    while True:
-        elapsed = elapsed_before + time.monotonic() - segment_start
-        if elapsed >= context.seconds or (context.max_steps is not None and state["step"] >= context.max_steps):
-            break
-        progress = min(1.0, elapsed / max(context.seconds, 1e-9))
-        if context.max_steps:
-            progress = max(progress, state["step"] / context.max_steps)
+    while not run.finished():
+        progress = run.progress()
         step_start = time.perf_counter()
         index = int(sampler.next(1)[0])
         view = make_view(mapping.gray[index], mapping.image_sizes[index], None if end_to_end else rng, options)
@@ -882,8 +880,8 @@ def full_training_stage(network: SceneCoordinateNetwork, mapping: FrameRecordSet
         context.timer.add("full_e2e_steps" if end_to_end else "full_steps", time.perf_counter() - step_start)
         state["step"] += 1
         if state["step"] % 5 == 0:
-            _periodic(context, state, elapsed, last, snapshot)
-    snapshot()
+            run.periodic()
+    run.snapshot()
     network.eval()
     return state
 

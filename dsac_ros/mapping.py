@@ -1105,6 +1105,28 @@ def _run_info(options: MappingOptions, device: torch.device, source: str) -> dic
             "device": describe_device(device), "source": source, "options": options.to_dict()}
 
 
+def _stage_plumbing(record: dict[str, Any], options: MappingOptions, budget: "Budget", progress: Progress,
+                    timer: StageTimer, checkpoints: "Checkpoints", validate: Callable[[], dict[str, Any]]
+                    ) -> tuple[Callable[[Optional[dict[str, Any]]], None], Callable[..., StageContext]]:
+    """(checkpoint, make_context) for a mapping run: checkpoint(stage_state) saves the run record with
+    the current stage's state; make_context(seconds, e2e=False) gives a stage its budget and hooks."""
+
+    def checkpoint(stage_state: Optional[dict[str, Any]]) -> None:
+        record[f"{record['stage']}_state"] = stage_state
+        record["spent_s"] = progress.elapsed()
+        record["timings"] = dict(timer.seconds)
+        checkpoints.save_state(record)
+
+    every = options.validate_every_s or max(20.0, budget.total_s / 6.0)
+
+    def make_context(seconds: float, e2e: bool = False) -> StageContext:
+        max_steps = options.max_e2e_steps if e2e and options.max_e2e_steps is not None else options.max_steps
+        return StageContext(seconds, progress, timer, validate, every, checkpoint, options.checkpoint_every_s,
+                            max_steps)
+
+    return checkpoint, make_context
+
+
 def _map_head(data, out_path, options, device, timer, progress, checkpoints, saved, log,
               recording_options=None) -> MappingResult:
     from dsac_ros.mapfile import save_map
@@ -1156,18 +1178,8 @@ def _map_head(data, out_path, options, device, timer, progress, checkpoints, sav
                   source=source, version=CHECKPOINT_VERSION, encoder_info=encoder_info,
                   encoder={k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()})
 
-    def checkpoint(stage_state: dict[str, Any]) -> None:
-        record[f"{record['stage']}_state"] = stage_state
-        record["spent_s"] = progress.elapsed()
-        record["timings"] = dict(timer.seconds)
-        checkpoints.save_state(record)
-
-    every = options.validate_every_s or max(20.0, budget.total_s / 6.0)
-
-    def make_context(seconds: float, e2e: bool = False) -> StageContext:
-        max_steps = options.max_e2e_steps if e2e and options.max_e2e_steps is not None else options.max_steps
-        return StageContext(seconds, progress, timer, lambda: validate_head(head, buffer_data, device, max_frames=5),
-                            every, checkpoint, options.checkpoint_every_s, max_steps)
+    checkpoint, make_context = _stage_plumbing(record, options, budget, progress, timer, checkpoints,
+                                               lambda: validate_head(head, buffer_data, device, max_frames=5))
 
     if saved is None:
         checkpoint(None)  # from here on, --resume finds the buffer and the budget
@@ -1260,19 +1272,9 @@ def _map_full(data, out_path, options, device, timer, progress, checkpoints, sav
     record.update(options=options.to_dict(), budget=dataclasses.asdict(budget), data_info=data_info, source=source,
                   version=CHECKPOINT_VERSION)
 
-    def checkpoint(stage_state: dict[str, Any]) -> None:
-        record[f"{record['stage']}_state"] = stage_state
-        record["spent_s"] = progress.elapsed()
-        record["timings"] = dict(timer.seconds)
-        checkpoints.save_state(record)
-
-    every = options.validate_every_s or max(20.0, budget.total_s / 6.0)
-
-    def make_context(seconds: float, e2e: bool = False) -> StageContext:
-        max_steps = options.max_e2e_steps if e2e and options.max_e2e_steps is not None else options.max_steps
-        return StageContext(seconds, progress, timer,
-                            lambda: validate_network(network, validation, options, device, max_frames=5),
-                            every, checkpoint, options.checkpoint_every_s, max_steps)
+    checkpoint, make_context = _stage_plumbing(
+        record, options, budget, progress, timer, checkpoints,
+        lambda: validate_network(network, validation, options, device, max_frames=5))
 
     for key in ("full_e2e_state", "full_state"):
         if record.get(key) and record[key].get("network"):

@@ -1,4 +1,5 @@
-"""Training a per-scene head on a pixel buffer: the inner loop of fast mapping (ACE-style).
+"""The per-scene head's losses and schedule for fast mapping (ACE-style); the resumable training
+loop that uses them is ``dsac_ros.mapping.train_head_stage``.
 
 Two losses, chosen by what the recording has:
 - ``coords`` (RGB-D, or RGB + 3D model): Euclidean distance to ground-truth scene coordinates.
@@ -11,26 +12,19 @@ Two losses, chosen by what the recording has:
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
-from typing import Callable, Optional
+from dataclasses import dataclass
 
 import torch
 from torch import nn
-
-from dsac_ros.buffer import PixelBuffer
 
 LOSSES = ("coords", "reprojection")
 
 
 @dataclass
 class HeadTrainingOptions:
-    """Budget and schedule. Training stops at ``steps`` or after ``seconds``, whichever first."""
+    """Loss and schedule of head training (progress is the fraction of the stage's budget used)."""
 
     loss: str = "coords"
-    steps: int = 100_000
-    seconds: Optional[float] = None
-    batch_size: int = 4096
     # One-cycle schedule over the budget (ACE: 5e-4 .. 5e-3).
     lr_min: float = 5e-4
     lr_max: float = 5e-3
@@ -42,15 +36,10 @@ class HeadTrainingOptions:
     max_depth_m: float = 1000.0
     max_reprojection_px: float = 1000.0
     proxy_depth_m: float = 10.0
-    seed: int = 0
 
-
-@dataclass
-class HeadTrainingHistory:
-    steps: int = 0
-    seconds: float = 0.0
-    samples_seen: int = 0
-    losses: list = field(default_factory=list)  # (step, loss) every ``log_every`` steps
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown head loss {self.loss!r}; choose from {LOSSES}")
 
 
 def one_cycle_lr(progress: float, options: HeadTrainingOptions) -> float:
@@ -111,60 +100,3 @@ def head_forward_flat(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
         inner = torch.relu(nn.functional.linear(x, *_as_matrix(block.conv1)))
         x = torch.relu(x + nn.functional.linear(inner, *_as_matrix(block.conv2)))
     return nn.functional.linear(x, *_as_matrix(head.out))
-
-
-def train_head(head: nn.Module, buffer: PixelBuffer, scene_center_m: torch.Tensor,
-               options: HeadTrainingOptions = HeadTrainingOptions(),
-               device: torch.device = torch.device("cpu"),
-               on_step: Optional[Callable[[int, float, float], None]] = None,
-               log_every: int = 50) -> HeadTrainingHistory:
-    """Train ``head`` in place on random rows of ``buffer``.
-
-    head: a ``network.Head`` (1x1 convs: inp, blocks of conv1/conv2, out) predicting offsets from
-    ``scene_center_m`` ((3,) metres).
-    on_step(step, loss, progress) is called every ``log_every`` steps (progress bars, validation).
-    """
-    if options.loss not in LOSSES:
-        raise ValueError(f"unknown head loss {options.loss!r}; choose from {LOSSES}")
-    rows = torch.nonzero(buffer.has_depth()).squeeze(1) if options.loss == "coords" else torch.arange(len(buffer))
-    if len(rows) == 0:
-        raise ValueError("the buffer has no usable rows (no valid depth for the coords loss)")
-    head.to(device).train()
-    center = scene_center_m.to(device=device, dtype=torch.float32).view(1, 3)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=options.lr_min, weight_decay=0.0)
-    generator = torch.Generator().manual_seed(options.seed)
-    history = HeadTrainingHistory()
-    start = time.monotonic()
-    batch = min(options.batch_size, len(rows))
-    for step in range(options.steps):
-        elapsed = time.monotonic() - start
-        progress = step / options.steps
-        if options.seconds is not None:
-            if elapsed >= options.seconds:
-                break
-            progress = max(progress, elapsed / options.seconds)
-        for group in optimizer.param_groups:
-            group["lr"] = one_cycle_lr(progress, options)
-        pick = rows[torch.randint(len(rows), (batch,), generator=generator)]
-        features = buffer.features[pick].to(device=device, dtype=torch.float32)
-        pred = head_forward_flat(head, features) + center
-        if options.loss == "coords":
-            loss = coords_loss(pred, buffer.coords_world_m[pick].to(device))
-        else:
-            frames = buffer.frame_index[pick].long()
-            clamp = options.clamp_start_px * (options.clamp_end_px / options.clamp_start_px) ** progress
-            loss = reprojection_loss(pred, buffer.pixels_xy[pick].to(device), buffer.cam_T_world[frames].to(device),
-                                     buffer.intrinsics_K[frames].to(device), clamp, options)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        history.steps = step + 1
-        history.samples_seen += batch
-        if step % log_every == 0:
-            value = float(loss.detach())
-            history.losses.append((step, value))
-            if on_step is not None:
-                on_step(step, value, progress)
-    history.seconds = time.monotonic() - start
-    head.eval()
-    return history

@@ -678,7 +678,7 @@ def train_head_stage(head: Head, data: MappingBuffer, loss_kind: str, options: M
                      ) -> dict[str, Any]:
     """Head on random buffer rows (epoch sampler), one-cycle lr and annealed clamp over the stage's time.
 
-    The same losses and schedule as ``head_training.train_head``, in a loop that can stop and
+    The losses and schedule of ``dsac_ros.head_training``, in a loop that can stop and
     resume exactly (optimiser state, sampler position, time spent). Returns the stage state.
     """
     buffer = data.buffer

@@ -14,8 +14,7 @@ from pathlib import Path
 import torch
 
 from dsac_ros.device import describe_device, resolve_device
-from dsac_ros.pretrain import (HELDOUT_SEED_BASE, PretrainConfig, evaluate_transfer, export_encoder, load_encoder,
-                               pretrain)
+from dsac_ros.pretrain import HELDOUT_SEED_BASE, PretrainConfig, evaluate_transfer, export_encoder, pretrain
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="continue training this encoder file (e.g. dsac_ros/assets/encoder.pt) in a new run folder")
     parser.add_argument("--export", type=Path, help="write the encoder file here when the run ends")
     parser.add_argument("--evaluate", type=int, default=0, metavar="N",
-                        help="afterwards, measure transfer on N unseen rooms (fresh head, 60 s each)")
+                        help="afterwards, map N unseen rooms with the exported encoder and with the random "
+                             "baseline (1 minute each, rgbd) and compare localisation of nearby test views")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,12 +46,11 @@ def run(args: argparse.Namespace) -> int:
         meta = export_encoder(checkpoint, args.export, command=command)
         print(f"encoder written to {args.export} ({meta['training']['steps']} steps, {meta['training']['hours']} h)")
     if args.evaluate:
-        source = args.export if args.export else None
-        if source is None:
-            source = args.out / "encoder.pt"
-            export_encoder(checkpoint, source)
-        encoder, _ = load_encoder(source)
+        exported = args.export or args.out / "encoder.pt"
+        if not args.export:
+            export_encoder(checkpoint, exported)
         seeds = [HELDOUT_SEED_BASE + i for i in range(args.evaluate)]
-        summary = evaluate_transfer(encoder, seeds, device=device)
-        print({k: v for k, v in summary.items() if k != "rooms"})
+        for encoder_path in (exported, None):
+            summary = evaluate_transfer(encoder_path, seeds, device=str(device))
+            print({k: v for k, v in summary.items() if k != "rooms"})
     return 0

@@ -722,6 +722,11 @@ def main(args=None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        # SIGINT/SIGTERM shut the context down; an executor caught mid-wait then fails to build its
+        # wait set (RCLError, "context is not valid"). That is a shutdown, not a crash.
+        if rclpy.ok():
+            raise
     finally:
         if node is not None:
             node.destroy_node()

@@ -1,0 +1,40 @@
+"""The installed node as a process: it starts without a map, says so, and exits cleanly on signals."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXECUTABLE = REPO / "install" / "dsac_ros" / "lib" / "dsac_ros" / "localizer"
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_node_process_reports_no_model_and_exits_cleanly(stop_signal):
+    process = subprocess.Popen(
+        [sys.executable, str(EXECUTABLE), "--ros-args", "-p", "image_timeout_s:=0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    output = []
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            if "NO_MODEL" in line:
+                break
+        assert any("NO_MODEL" in line for line in output), "".join(output)
+        time.sleep(0.5)  # let the executor be mid-wait when the signal lands
+        process.send_signal(stop_signal)
+        rest, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = "".join(output) + rest
+    assert process.returncode == 0, text
+    assert "Traceback" not in text, text

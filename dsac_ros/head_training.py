@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -89,12 +91,16 @@ def _as_matrix(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
     return conv.weight.view(conv.out_channels, conv.in_channels), conv.bias
 
 
-def head_forward_flat(head: nn.Module, features: torch.Tensor) -> torch.Tensor:
-    """The 1x1-conv head applied to (B, C) feature rows -> (B, 3) offsets, as matrix products.
+def head_forward_flat(head: nn.Module, features: torch.Tensor, exclude_frame: Optional[int] = None) -> torch.Tensor:
+    """The head applied to (B, C) feature rows -> (B, 3) offsets.
 
-    Same weights and result as ``head(features[:, :, None, None])``; about twice as fast on a
-    CPU, where a 1x1 convolution over (B, C, 1, 1) tensors does not reach the GEMM kernels.
+    MLP head: as matrix products, the same result as ``head(features[:, :, None, None])`` and about
+    twice as fast on a CPU, where a 1x1 convolution over (B, C, 1, 1) tensors does not reach the
+    GEMM kernels. Memory head: the rows are ONE image's cells (retrieval needs the whole view);
+    ``exclude_frame`` leaves that memory frame out (a mapping frame must not find itself).
     """
+    if hasattr(head, "lookup"):
+        return head.lookup(features, exclude_frame=exclude_frame)
     x = torch.relu(nn.functional.linear(features, *_as_matrix(head.inp)))
     for block in head.blocks:
         inner = torch.relu(nn.functional.linear(x, *_as_matrix(block.conv1)))

@@ -7,11 +7,16 @@ Pipeline (``map_recording``), on a wall-clock budget:
           (pass 0 as the localizer sees it, then random scale / in-plane rotation /
           brightness-contrast); every cell keeps its exact pixel in the ORIGINAL image, so targets
           and reprojection use the frame's own intrinsics
-      --> head training on random buffer rows (``rgbd``: distance to the ground-truth coordinate
-          from depth + pose; ``rgb``: ACE's reprojection loss with an annealed clamp and DSAC*'s
-          depth constraints)
+      --> the head:
+          * ``memory`` (default): the plain views' cells stored as (feature, coordinate) pairs
+            (``dsac_ros.memory_head``); ``rgbd`` takes coordinates from depth + pose, ``rgb``
+            triangulates them from matches between mapping frames. Seconds, no training.
+          * ``fast`` / ``ace``: an MLP head trained on random buffer rows (``rgbd``: distance to
+            the ground-truth coordinate; ``rgb``: ACE's reprojection loss with an annealed clamp
+            and DSAC*'s depth constraints)
       --> optional end-to-end stage: the DSAC expected pose loss (``dsac.expected_pose_loss``) on
-          whole buffered views, gradients into the head
+          whole buffered views, gradients into the head (a memory head's stored coordinates;
+          each view looks up the memory with its own frame left out)
       --> map file with training metadata.
 
 ``full`` mode trains the whole network (encoder and head) on whole augmented images, DSAC*
@@ -21,7 +26,8 @@ Budget split: reading + buffering take what they take (measured and reported); a
 passes beyond the second are added only while the buffer is predicted to finish within
 ``buffer_fraction`` (30 %) of the budget. Of the rest, a small reserve (3 %, at least 2 s) goes to
 final validation and saving, then ``head_fraction`` (default 80 %) to the first stage and the
-remainder to the end-to-end stage (all of it to the first stage without it).
+remainder to the end-to-end stage (all of it to the first stage without it). A memory head
+needs only the end-to-end share; the rest of the budget is not spent.
 
 Long runs are resumable: a checkpoint directory next to the output (``MAP.pt.ckpt/``) holds the
 buffer and the training state (weights, optimiser, step, time spent), written periodically.
@@ -56,6 +62,7 @@ from dsac_ros.geometry import pose_errors
 from dsac_ros.head_training import (HeadTrainingOptions, coords_loss, head_forward_flat, one_cycle_lr,
                                     reprojection_loss)
 from dsac_ros.network import (DEFAULT_INPUT_HEIGHT_PX, DEFAULT_NORMALIZATION, OUTPUT_STRIDE, Encoder, Head,
+                              build_head, is_memory_head,
                               SceneCoordinateNetwork, network_config, network_input_size, to_gray_resized)
 
 logger = logging.getLogger(__name__)
@@ -81,10 +88,13 @@ class MappingOptions:
     # encoder with a warning. ``full`` mode uses it only when given explicitly.
     encoder_path: Optional[str] = None
     # Head architecture (and, in full mode, the whole network) from dsac_ros.network.NETWORK_CONFIGS;
-    # None: "fast" (128-wide head) for rgbd / rgb, "full" in full mode.
+    # None: "memory" (scene memory head, dsac_ros.memory_head) for rgbd / rgb, "full" in full mode.
+    # "fast" / "ace" train an MLP head instead (10 minutes reach about 40 cm on small_room).
     network: Optional[str] = None
     input_height_px: int = DEFAULT_INPUT_HEIGHT_PX
     frame_stride: int = 1
+    # Memory head: mapping frames retrieved per image, whose cells are searched for each cell.
+    retrieve_frames: int = 8
     # Validation: every ``validation_every``-th frame is held back (at most max_validation_frames).
     validation_every: int = 20
     max_validation_frames: int = 20
@@ -139,7 +149,7 @@ class MappingOptions:
         if self.frame_stride < 1 or self.validation_every < 2:
             raise MappingError("frame_stride must be >= 1 and validation_every >= 2")
         if self.network is None:
-            self.network = "full" if self.mode == "full" else "fast"
+            self.network = "full" if self.mode == "full" else "memory"
         network_config(self.network)  # unknown names fail here, before any data is read
 
     def to_dict(self) -> dict[str, Any]:
@@ -563,10 +573,19 @@ class Budget:
     reserve_s: float
 
 
+def uses_memory_head(options: MappingOptions) -> bool:
+    return options.mode != "full" and is_memory_head(network_config(options.network)["head"])
+
+
 def split_budget(total_s: float, spent_s: float, options: MappingOptions) -> Budget:
-    """What is left after reading + buffering, split between the stages (see module docstring)."""
+    """What is left after reading + buffering, split between the stages (see module docstring).
+
+    A memory head needs no training time: it is built from the buffer in seconds, and the
+    end-to-end stage (if on) gets its usual share; the rest of the budget is not spent."""
     reserve = max(2.0, options.reserve_fraction * total_s)
     remaining = max(0.0, total_s - spent_s - reserve)
+    if uses_memory_head(options):
+        return Budget(total_s, 0.0, remaining * (1.0 - options.head_fraction) if options.end_to_end else 0.0, reserve)
     head = remaining * (options.head_fraction if options.end_to_end else 1.0)
     return Budget(total_s, head, remaining - head, reserve)
 
@@ -733,6 +752,42 @@ def train_head_stage(head: Head, data: MappingBuffer, loss_kind: str, options: M
     return state
 
 
+def fill_memory(head: nn.Module, data: MappingBuffer, use_depth: bool,
+                log: Callable[[str], None] = logger.info) -> dict[str, Any]:
+    """Store every mapping frame's plain view in a memory head; returns a stage state.
+
+    rgbd: each cell's coordinate from depth and pose. rgb: coordinates triangulated from matches
+    between mapping frames with known poses (``dsac_ros.memory_head.triangulate_memory``).
+    """
+    from dsac_ros.memory_head import triangulate_memory
+
+    start = time.perf_counter()
+    buffer = data.buffer
+    center = torch.as_tensor(data.scene_center_m, dtype=torch.float32).view(1, 3)
+    plain = [(int(frame), int(view)) for view, (frame, p) in enumerate(zip(data.view_frame, data.view_pass)) if p == 0]
+    for frame, view in plain:
+        start_row, stop_row = (int(v) for v in data.view_rows[view])
+        offsets = buffer.coords_world_m[start_row:stop_row] - center if use_depth else \
+            torch.full((stop_row - start_row, 3), float("nan"))
+        head.store(frame, buffer.features[start_row:stop_row], offsets)
+    triangulated = {}
+    if use_depth:
+        head.finish()
+    else:
+        views = [view for _, view in plain]
+        rows = [tuple(int(v) for v in data.view_rows[view]) for view in views]
+        triangulated = triangulate_memory(head, [buffer.pixels_xy[a:b] for a, b in rows],
+                                          buffer.cam_T_world[views].double(), buffer.intrinsics_K[views].double(),
+                                          center.view(3).double())
+    known = int(head.valid.sum())
+    log(f"memory: {len(plain)} frames, {known} of {int(sum(b - a for a, b in data.view_rows[[v for _, v in plain]]))} "
+        f"cells with a coordinate{' (triangulated)' if triangulated else ''}, {time.perf_counter() - start:.1f} s")
+    if known == 0:
+        raise MappingError("no mapping cell has a scene coordinate (no depth, nothing triangulated)")
+    return {"step": 0, "elapsed_s": time.perf_counter() - start, "losses": [], "memory_cells": known,
+            "triangulation": triangulated, "head": head.state_dict()}
+
+
 def end_to_end_stage(head: Head, data: MappingBuffer, options: MappingOptions, device: torch.device,
                      context: StageContext, state: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Train the head through the DSAC expected pose loss on whole buffered views.
@@ -789,7 +844,8 @@ def view_expected_loss(head: Head, data: MappingBuffer, view: int, center: torch
     rows = view_rows(data, view, options.e2e_max_cells, generator)
     buffer = data.buffer
     features = buffer.features[rows].to(device=device, dtype=torch.float32)
-    coords = head_forward_flat(head, features) + center
+    # A memory head must not find the view's own frame: train as a test image would be seen.
+    coords = head_forward_flat(head, features, exclude_frame=int(data.view_frame[view])) + center
     K = buffer.intrinsics_K[view].double().numpy()
     world_T_cam = np.linalg.inv(buffer.cam_T_world[view].double().numpy())
     return expected_pose_loss(buffer.pixels_xy[rows].to(device), coords, K, world_T_cam, ransac,
@@ -1101,7 +1157,7 @@ def map_recording(data: Any, out_path: str | os.PathLike, options: MappingOption
 
 
 def _run_info(options: MappingOptions, device: torch.device, source: str) -> dict[str, Any]:
-    return {"mode": options.mode, "minutes": options.minutes, "end_to_end": options.end_to_end,
+    return {"mode": options.mode, "network": options.network, "minutes": options.minutes, "end_to_end": options.end_to_end,
             "device": describe_device(device), "source": source, "options": options.to_dict()}
 
 
@@ -1154,7 +1210,9 @@ def _map_head(data, out_path, options, device, timer, progress, checkpoints, sav
             calibrate_random_encoder(encoder, torch.cat(same_size))
             encoder_info["encoder"] += ", unit-variance calibrated on mapping frames"
         progress.update(stage="buffer")
-        buffer_data = build_buffer(mapping, validation, encoder, options, device, timer, use_depth,
+        # A memory head keeps the plain views only (augmented copies would double the search).
+        buffer_options = dataclasses.replace(options, augment_passes=1) if uses_memory_head(options) else options
+        buffer_data = build_buffer(mapping, validation, encoder, buffer_options, device, timer, use_depth,
                                    on_view=lambda i, n: progress.update() if i % 10 == 0 else None,
                                    buffer_seconds=options.buffer_fraction * options.minutes * 60.0 - progress.elapsed())
         del mapping, validation
@@ -1167,11 +1225,16 @@ def _map_head(data, out_path, options, device, timer, progress, checkpoints, sav
         with timer.measure("checkpoint"):
             checkpoints.save_buffer(buffer_data)
     budget = Budget(**saved["budget"]) if saved else split_budget(options.minutes * 60.0, progress.elapsed(), options)
+    memory = uses_memory_head(options)
     config = {"name": f"{options.network}-head", "encoder": dict(encoder_config),
               "head": network_config(options.network)["head"]}
+    if memory:
+        config["head"].update(frames=int(buffer_data.mapping_frames), retrieve_frames=int(options.retrieve_frames),
+                              cells=int(max(stop - start for (start, stop), p in
+                                            zip(buffer_data.view_rows, buffer_data.view_pass) if p == 0)))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)
-        head = Head(encoder.feature_channels, int(config["head"]["width"]), int(config["head"]["residual_blocks"]))
+        head = build_head(encoder.feature_channels, config["head"])
     network = SceneCoordinateNetwork(encoder, head, buffer_data.scene_center_m, config)
     record: dict[str, Any] = saved or {"stage": "head", "head_state": None, "e2e_state": None}
     record.update(options=options.to_dict(), budget=dataclasses.asdict(budget), data_info=data_info,
@@ -1190,8 +1253,13 @@ def _map_head(data, out_path, options, device, timer, progress, checkpoints, sav
             break
     if record["stage"] == "head":
         loss_kind = "coords" if use_depth else "reprojection"
-        stage_state = train_head_stage(head, buffer_data, loss_kind, options, device,
-                                       make_context(budget.head_s), record.get("head_state"))
+        if memory:
+            progress.update(stage="memory")
+            with timer.measure("memory"):
+                stage_state = fill_memory(head, buffer_data, use_depth, log)
+        else:
+            stage_state = train_head_stage(head, buffer_data, loss_kind, options, device,
+                                           make_context(budget.head_s), record.get("head_state"))
         checkpoint(stage_state)
         record["stage"] = "e2e" if options.end_to_end else "done"
         checkpoints.save_state(record)

@@ -35,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run of the same --out from its checkpoint (MAP.pt.ckpt/)")
     parser.add_argument("--network", default=None,
-                        help="head (or, in full mode, network) architecture: fast, ace, full "
-                             "(default: fast for rgbd/rgb, full for full mode)")
+                        help="head (or, in full mode, network) architecture: memory (scene memory "
+                             "head), fast or ace (trained MLP heads), full "
+                             "(default: memory for rgbd/rgb, full for full mode)")
     parser.add_argument("--input-height", type=int, default=None, metavar="PX",
                         help="network input height, a multiple of 8 (default: 240)")
     parser.add_argument("--passes", type=int, default=None, metavar="N",

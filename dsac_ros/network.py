@@ -50,6 +50,13 @@ NETWORK_CONFIGS: dict[str, dict[str, Any]] = {
         "encoder": {"channels": [16, 32, 64, 128], "residual_blocks": 2, "feature_channels": 128},
         "head": {"width": 512, "residual_blocks": 1},
     },
+    # The scene memory head (dsac_ros.memory_head): mapping cells as (feature, coordinate) pairs;
+    # frames and cells are set when a map is made.
+    "memory": {
+        "name": "memory",
+        "encoder": {"channels": [16, 32, 64, 128], "residual_blocks": 2, "feature_channels": 128},
+        "head": {"type": "memory", "frames": 0, "cells": 0, "retrieve_frames": 8},
+    },
     # DSAC*-like capacity (5.7M parameters; DSAC* has 6.9M), for GPU users training the whole network.
     "full": {
         "name": "full",
@@ -64,6 +71,21 @@ DEFAULT_NETWORK = "fast"
 DEFAULT_INPUT_HEIGHT_PX = 240
 
 
+def is_memory_head(head_config: dict[str, Any]) -> bool:
+    """True for a scene-memory head config, False for the 1x1-conv MLP head."""
+    return dict(head_config).get("type", "mlp") == "memory"
+
+
+def build_head(feature_channels: int, head_config: dict[str, Any]) -> nn.Module:
+    """The head a config describes: ``Head`` (MLP) or ``MemoryHead`` (needs frames and cells >= 1)."""
+    if is_memory_head(head_config):
+        from dsac_ros.memory_head import MemoryHead
+
+        return MemoryHead(feature_channels, int(head_config["frames"]), int(head_config["cells"]),
+                          int(head_config["retrieve_frames"]))
+    return Head(feature_channels, int(head_config["width"]), int(head_config["residual_blocks"]))
+
+
 def network_config(name_or_config: str | dict[str, Any] = DEFAULT_NETWORK) -> dict[str, Any]:
     """A deep copy of a named config, or a validated copy of a config dict."""
     if isinstance(name_or_config, str):
@@ -75,8 +97,13 @@ def network_config(name_or_config: str | dict[str, Any] = DEFAULT_NETWORK) -> di
         channels = [int(c) for c in config["encoder"]["channels"]]
         int(config["encoder"]["residual_blocks"])
         int(config["encoder"]["feature_channels"])
-        int(config["head"]["width"])
-        int(config["head"]["residual_blocks"])
+        if is_memory_head(config["head"]):
+            int(config["head"]["frames"])
+            int(config["head"]["cells"])
+            int(config["head"]["retrieve_frames"])
+        else:
+            int(config["head"]["width"])
+            int(config["head"]["residual_blocks"])
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"invalid network config {config!r}: {error!r}") from error
     if len(channels) != 4:
@@ -174,8 +201,7 @@ def build_network(config: str | dict[str, Any] = DEFAULT_NETWORK,
     config = network_config(config)
     enc = config["encoder"]
     encoder = Encoder([int(c) for c in enc["channels"]], int(enc["residual_blocks"]), int(enc["feature_channels"]))
-    head_config = config["head"]
-    head = Head(encoder.feature_channels, int(head_config["width"]), int(head_config["residual_blocks"]))
+    head = build_head(encoder.feature_channels, config["head"])
     return SceneCoordinateNetwork(encoder, head, scene_center_m, config)
 
 

@@ -24,7 +24,7 @@ INPUT_HEIGHT_PX = 96  # tiny frames are 160 x 120; a small input keeps every tes
 
 
 def tiny_options(**changes) -> mp.MappingOptions:
-    base = dict(mode="rgbd", minutes=1.0, input_height_px=INPUT_HEIGHT_PX, progress=False, device="cpu",
+    base = dict(mode="rgbd", network="fast", minutes=1.0, input_height_px=INPUT_HEIGHT_PX, progress=False, device="cpu",
                 batch_size=1024, validate_every_s=1e9, checkpoint_every_s=1e9, augment_passes=2)
     base.update(changes)
     return mp.MappingOptions(**base)

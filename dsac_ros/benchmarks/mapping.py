@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--end-to-end", dest="e2e", default="off,on",
                         help="end-to-end stage settings to run: off, on or off,on (default: off,on)")
     parser.add_argument("--encoder", default=None, metavar="PATH", help="encoder file (default: the shipped one)")
-    parser.add_argument("--network", default=None, help="head architecture (fast, ace; default: mapping's)")
+    parser.add_argument("--network", default=None,
+                        help="comma-separated head architectures (memory, fast, ace; default: mapping's)")
     parser.add_argument("--passes", type=int, default=None, help="buffer views per frame (default: mapping's)")
     parser.add_argument("--threads", type=int, default=None,
                         help="PyTorch CPU threads (default: PyTorch's; 1 is faster on a loaded, shared machine)")
@@ -86,8 +87,8 @@ def _fmt(value, digits: int = 1) -> str:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    header = (f"{'scene':<11} {'mode':<5} {'e2e':<4} {'5cm/5d %':>8} {'2cm/2d %':>8} {'med cm':>7} {'med deg':>8} "
-              f"{'map s':>6} {'buffer s':>8} {'head st':>7} {'e2e st':>6} {'val med cm':>10}")
+    header = (f"{'scene':<11} {'head':<7} {'mode':<5} {'e2e':<4} {'5cm/5d %':>8} {'2cm/2d %':>8} {'med cm':>7} {'med deg':>8} "
+              f"{'map s':>6} {'buffer s':>8} {'head st':>7} {'e2e st':>6} {'val med cm':>10} {'loc ms':>6}")
     lines = [header, "-" * len(header)]
     for r in rows:
         m, t = r["metrics"], r["training"]
@@ -95,24 +96,24 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         buffer_s = sum(timings.get(k, 0.0) for k in ("read", "prepare", "augment", "encoder", "targets"))
         stages = t.get("stages", {})
         val = (t.get("validation") or {}).get("median_translation_cm")
-        lines.append(f"{r['scene']:<11} {r['mode']:<5} {'on' if r['end_to_end'] else 'off':<4} "
+        lines.append(f"{r['scene']:<11} {t.get('network', '?'):<7} {r['mode']:<5} {'on' if r['end_to_end'] else 'off':<4} "
                      f"{m['pct_5cm_5deg']:8.1f} {m['pct_2cm_2deg']:8.1f} {_fmt(m['median_translation_cm']):>7} "
                      f"{_fmt(m['median_rotation_deg'], 2):>8} {t['wall_seconds']:6.0f} {buffer_s:8.1f} "
                      f"{stages.get('head', {}).get('steps', 0):7d} {stages.get('end_to_end', {}).get('steps', 0):6d} "
-                     f"{_fmt(val):>10}")
+                     f"{_fmt(val):>10} {_fmt(m.get('median_ms_total'), 0):>6}")
     return "\n".join(lines)
 
 
 def format_time_split(rows: list[dict[str, Any]]) -> str:
     """Where mapping time went, per run (seconds and percent of the run's wall time)."""
-    names = ["read", "prepare", "augment", "encoder", "targets", "head_steps", "e2e_steps", "validation",
+    names = ["read", "prepare", "augment", "encoder", "targets", "memory", "head_steps", "e2e_steps", "validation",
              "checkpoint", "save"]
-    header = f"{'run':<22}" + "".join(f"{n:>11}" for n in names)
+    header = f"{'run':<30}" + "".join(f"{n:>11}" for n in names)
     lines = ["time per part (s):", header]
     for r in rows:
         timings = r["training"].get("timings_s", {})
-        label = f"{r['scene']}/{r['mode']}/{'e2e' if r['end_to_end'] else 'no-e2e'}"
-        lines.append(f"{label:<22}" + "".join(f"{timings.get(n, 0.0):11.1f}" for n in names))
+        label = f"{r['scene']}/{r['training'].get('network', '?')}/{r['mode']}/{'e2e' if r['end_to_end'] else 'no-e2e'}"
+        lines.append(f"{label:<30}" + "".join(f"{timings.get(n, 0.0):11.1f}" for n in names))
     return "\n".join(lines)
 
 
@@ -127,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     scenes = [s.strip() for s in args.scenes.split(",") if s.strip()]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    networks = [n.strip() for n in args.network.split(",") if n.strip()] if args.network else [None]
     e2e_settings = [{"off": False, "on": True}[v.strip()] for v in args.e2e.split(",") if v.strip()]
     maps_dir = Path(args.maps_dir) if args.maps_dir else Path(tempfile.mkdtemp(prefix="dsac_ros_bench_mapping_"))
     maps_dir.mkdir(parents=True, exist_ok=True)
@@ -135,17 +137,17 @@ def run(args: argparse.Namespace) -> int:
     for scene in scenes:
         mapping_dir, test_dir, render_seconds[scene] = prepare_scene(scene)
         for mode in modes:
-            for end_to_end in e2e_settings:
+            for network, end_to_end in [(n, e) for n in networks for e in e2e_settings]:
                 changes = {}
-                if args.network:
-                    changes["network"] = args.network
+                if network:
+                    changes["network"] = network
                 if args.passes:
                     changes["augment_passes"] = args.passes
                 options = MappingOptions(mode=mode, minutes=args.minutes, end_to_end=end_to_end, device=args.device,
                                          encoder_path=args.encoder, threads=args.threads, progress=not args.quiet,
                                          **changes)
-                out = maps_dir / f"{scene}_{mode}_{'e2e' if end_to_end else 'plain'}.pt"
-                print(f"== {scene} {mode} end-to-end {'on' if end_to_end else 'off'}: mapping {args.minutes:g} min",
+                out = maps_dir / f"{scene}_{options.network}_{mode}_{'e2e' if end_to_end else 'plain'}.pt"
+                print(f"== {scene} {options.network} {mode} end-to-end {'on' if end_to_end else 'off'}: mapping {args.minutes:g} min",
                       file=sys.stderr)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)  # the random-encoder warning is logged once

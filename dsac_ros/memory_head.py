@@ -1,0 +1,191 @@
+"""A per-scene head that remembers instead of regressing: the scene's cells as (feature, coordinate) pairs.
+
+Why: on this project's CPU budget a trained MLP head cannot memorise a room. Measured on
+small_room with the shipped encoder: the nearest mapping cell in feature space lies within
+10 cm of the true scene coordinate for 81 % of test cells (median 2.3 cm), while a 128-wide
+head after 10 minutes of training is at about 50 cm. The encoder is discriminative; the
+bottleneck was fitting the head. So the head is the mapping cells themselves:
+
+    image features (B, C, h, w)
+      -> frame descriptor (mean of L2-normalised cell features) -> the ``retrieve_frames`` most
+         similar mapping frames (image retrieval, as in hierarchical localisation)
+      -> per cell, the nearest (L2) valid key among those frames' cells
+      -> that key's scene coordinate (a trainable value: the end-to-end DSAC stage refines it).
+
+Searching only the retrieved frames keeps the lookup exact, deterministic and cheap
+(8 frames x 1200 cells instead of 360,000 keys), at a small cost in inliers (78 % vs 81 %
+within 10 cm, measured on small_room).
+
+Every tensor lives in the state dict, so a memory map is an ordinary map file.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+DEFAULT_RETRIEVE_FRAMES = 8
+
+
+def frame_descriptor(features: torch.Tensor) -> torch.Tensor:
+    """(M, C) cell features of one frame -> (C,) unit global descriptor (mean of unit features)."""
+    mean = nn.functional.normalize(features.float(), dim=1).mean(0)
+    return nn.functional.normalize(mean, dim=0)
+
+
+class MemoryHead(nn.Module):
+    """Scene memory of F mapping frames x M cells.
+
+    keys: (F, M, C) float16 encoder features; valid: (F, M) bool (a coordinate is known);
+    descriptors: (F, C) float32 frame descriptors (zero for frames without a valid cell, so they
+    are never retrieved first); values: (F, M, 3) float32 parameter, metres from the scene centre
+    (zero where invalid). Forward maps (B, C, h, w) features to (B, 3, h, w) offsets, like ``Head``.
+    """
+
+    def __init__(self, in_channels: int, frames: int, cells: int,
+                 retrieve_frames: int = DEFAULT_RETRIEVE_FRAMES) -> None:
+        super().__init__()
+        if frames < 1 or cells < 1:
+            raise ValueError(f"a memory head needs at least one frame and cell, got {frames} x {cells}")
+        if retrieve_frames < 1:
+            raise ValueError(f"retrieve_frames must be at least 1, got {retrieve_frames}")
+        self.in_channels, self.frames, self.cells = int(in_channels), int(frames), int(cells)
+        self.retrieve_frames = int(retrieve_frames)
+        self.register_buffer("keys", torch.zeros(frames, cells, in_channels, dtype=torch.float16))
+        self.register_buffer("valid", torch.zeros(frames, cells, dtype=torch.bool))
+        self.register_buffer("descriptors", torch.zeros(frames, in_channels))
+        self.values = nn.Parameter(torch.zeros(frames, cells, 3))
+
+    @torch.no_grad()
+    def store(self, frame: int, features: torch.Tensor, offsets_m: torch.Tensor) -> None:
+        """Fill memory frame ``frame`` from (m, C) features and (m, 3) offsets (NaN = unknown), m <= M."""
+        count = len(features)
+        if count > self.cells or features.shape[1] != self.in_channels or offsets_m.shape != (count, 3):
+            raise ValueError(f"frame {frame}: {tuple(features.shape)} features / {tuple(offsets_m.shape)} "
+                             f"offsets do not fit a {self.cells} x {self.in_channels} memory frame")
+        known = torch.isfinite(offsets_m).all(1)
+        self.keys[frame].zero_()
+        self.valid[frame].zero_()
+        self.values[frame].zero_()
+        self.keys[frame, :count] = features.to(self.keys.dtype)
+        self.valid[frame, :count] = known
+        self.values[frame, :count] = torch.where(known[:, None], offsets_m.float(), torch.zeros_like(offsets_m.float()))
+        self.descriptors[frame] = frame_descriptor(features)
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        """Call once all frames are stored (and triangulated): frames without a single known
+        coordinate get a zero descriptor, so retrieval prefers every frame that can answer."""
+        self.descriptors[~self.valid.any(1)] = 0.0
+
+    def retrieve(self, features: torch.Tensor, exclude_frame: Optional[int] = None) -> torch.Tensor:
+        """(M, C) features of one image -> (k,) indices of the most similar memory frames."""
+        similarity = self.descriptors @ frame_descriptor(features)
+        if exclude_frame is not None:
+            similarity = similarity.clone()
+            similarity[int(exclude_frame)] = -float("inf")
+        k = min(self.retrieve_frames, self.frames - (exclude_frame is not None))
+        return similarity.topk(max(k, 1)).indices
+
+    def lookup(self, features: torch.Tensor, exclude_frame: Optional[int] = None,
+               return_index: bool = False):
+        """(M, C) features of ONE image -> (M, 3) offsets in metres (differentiable in ``values``).
+
+        exclude_frame leaves one memory frame out (training on a mapping frame's own view would
+        otherwise find itself). With return_index, also (M,) flat indices into (F * M) of the keys used.
+        """
+        queries = features.float()
+        frames = self.retrieve(queries, exclude_frame)
+        keys = self.keys[frames].reshape(-1, self.in_channels).float()
+        # argmin |q - k|^2 = argmax q.k - |k|^2 / 2; unknown cells can never win.
+        penalty = 0.5 * (keys * keys).sum(1)
+        penalty = penalty.masked_fill(~self.valid[frames].reshape(-1), float("inf"))
+        nearest = (queries @ keys.T - penalty).argmax(1)
+        flat = frames[nearest // self.cells] * self.cells + nearest % self.cells
+        offsets = self.values.reshape(-1, 3)[flat]
+        return (offsets, flat) if return_index else offsets
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        batch, channels, height, width = features.shape
+        rows = features.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
+        offsets = torch.stack([self.lookup(rows[b]) for b in range(batch)])
+        return offsets.reshape(batch, height, width, 3).permute(0, 3, 1, 2)
+
+
+@torch.no_grad()
+def triangulate_memory(head: MemoryHead, pixels_xy: list[torch.Tensor], cam_T_world: torch.Tensor,
+                       intrinsics_K: torch.Tensor, center_m: torch.Tensor, partners: int = 12,
+                       min_angle_deg: float = 2.0, agree_fraction: float = 0.05, min_support: int = 2
+                       ) -> dict[str, float]:
+    """rgb mode: give memory cells coordinates from images and poses only (no depth).
+
+    For each frame, the ``partners`` most similar frames (descriptor) seen from a viewpoint at
+    least ``min_angle_deg`` away are matched cell to cell (mutual nearest neighbours in feature
+    space). Each match gives a depth along the frame's cell ray: the point of that ray closest
+    to the partner's ray. The cell ray is exact (it is the stored cell's centre); the partner's is
+    off by up to half a cell, so depth is taken along the exact ray, and a cell keeps the mean of
+    the depths within ``agree_fraction`` of their median if at least ``min_support`` agree.
+
+    pixels_xy: per frame (m_f, 2) cell centres in image pixels; cam_T_world: (F, 4, 4);
+    intrinsics_K: (F, 3, 3); center_m: (3,) scene centre. Writes values and valid; returns counts.
+    """
+    frames = head.frames
+    world_T_cam = torch.linalg.inv(cam_T_world.double())
+    centres = world_T_cam[:, :3, 3]
+    rays = []
+    for f in range(frames):
+        uv1 = torch.cat([pixels_xy[f].double(), torch.ones(len(pixels_xy[f]), 1, dtype=torch.float64)], 1)
+        directions = (world_T_cam[f, :3, :3] @ torch.linalg.solve(intrinsics_K[f], uv1.T)).T
+        rays.append(nn.functional.normalize(directions, dim=1))
+    # Optical axes: partners must look at the scene from a different enough direction or place.
+    similarity = head.descriptors @ head.descriptors.T
+    min_sin = torch.sin(torch.deg2rad(torch.tensor(min_angle_deg, dtype=torch.float64)))
+    triangulated, matched_pairs = 0, 0
+    for f in range(frames):
+        count = len(pixels_xy[f])
+        if count == 0:
+            continue
+        order = similarity[f].argsort(descending=True)
+        queries = head.keys[f, :count].float()
+        query_penalty = 0.5 * (queries * queries).sum(1)
+        depths = []
+        for g in order.tolist():
+            if len(depths) >= partners:
+                break
+            if g == f or len(pixels_xy[g]) == 0:
+                continue
+            baseline = centres[f] - centres[g]
+            if float(baseline.norm()) < 0.02:
+                continue  # no baseline: rays from (almost) one centre cannot triangulate
+            keys = head.keys[g, :len(pixels_xy[g])].float()
+            forward = (queries @ keys.T - 0.5 * (keys * keys).sum(1)).argmax(1)
+            backward = (keys @ queries.T - query_penalty).argmax(1)
+            mutual = backward[forward] == torch.arange(count)
+            d_f, d_g = rays[f], rays[g][forward]
+            b = (d_f * d_g).sum(1)
+            sin_sq = 1.0 - b * b
+            # Closest point on the exact ray c_f + t d_f to the partner ray c_g + s d_g.
+            w = centres[f] - centres[g]
+            d_w, e_w = d_f @ w, d_g @ w
+            t = (b * e_w - d_w) / sin_sq.clamp_min(1e-12)
+            s = (e_w - b * d_w) / sin_sq.clamp_min(1e-12)
+            ok = mutual & (sin_sq > min_sin ** 2) & (t > 0.05) & (s > 0.05)
+            matched_pairs += int(ok.sum())
+            depths.append(torch.where(ok, t, torch.full_like(t, float("nan"))))
+        if not depths:
+            continue
+        stacked = torch.stack(depths)  # (P, m) ray lengths, NaN = no usable match
+        median = stacked.nanmedian(0).values
+        agree = (stacked - median).abs() <= agree_fraction * median
+        support = agree.sum(0)
+        mean = torch.where(agree, stacked, torch.zeros_like(stacked)).sum(0) / support.clamp_min(1)
+        good = (support >= min_support) & torch.isfinite(median)
+        points = centres[f] + mean[:, None] * rays[f]
+        head.values.data[f, :count][good] = (points[good] - center_m).float()
+        head.valid[f, :count] = good
+        triangulated += int(good.sum())
+    head.finish()
+    return {"triangulated_cells": triangulated, "cells": int(sum(len(p) for p in pixels_xy)),
+            "matches": matched_pairs}

@@ -144,3 +144,19 @@ def test_end_to_end_stage_refines_memory_values(tmp_path, tiny_memory_maps):
     before, after = maps["rgbd"].network.head.values, result.network.head.values
     assert not torch.equal(before, after)
     assert torch.equal(before[~result.network.head.valid], after[~result.network.head.valid])
+
+
+def test_localizer_can_search_fewer_mapping_frames_and_restore_the_maps_count(tiny_memory_maps):
+    maps, test_frames = tiny_memory_maps
+    localizer = Localizer(maps["rgbd"].path, device="cpu")
+    assert localizer.retrieve_frames == 8
+    frame = test_frames[0]
+    coords_all, _, _ = localizer.predict(frame.image_rgb)
+    localizer.retrieve_frames = 1
+    assert localizer.network.head.retrieve_frames == 1
+    coords_one, _, _ = localizer.predict(frame.image_rgb)
+    assert not torch.equal(coords_all, coords_one)  # one frame cannot hold every nearest key
+    localizer.retrieve_frames = None
+    assert localizer.retrieve_frames == 8 and torch.equal(localizer.predict(frame.image_rgb)[0], coords_all)
+    with pytest.raises(ValueError, match="at least 1"):
+        localizer.retrieve_frames = 0

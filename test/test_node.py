@@ -378,6 +378,7 @@ def test_parameter_sets_out_of_range_are_rejected_and_hypotheses_change_takes_ef
     assert client.wait_for_service(timeout_sec=10.0)
     for parameter, reason in ((Parameter("ransac.hypotheses", value=0), "out of range"),
                               (Parameter("min_inlier_ratio", value=1.5), "out of range"),
+                              (Parameter("retrieve_frames", value=-1), "out of range"),
                               (Parameter("tf_mode", value="map_to_moon"), "tf_mode must be one of"),
                               (Parameter("use_depth", value=True), "read-only")):
         future = client.call_async(SetParameters.Request(parameters=[parameter.to_parameter_msg()]))

@@ -552,6 +552,7 @@ class LocalizerNode(Node):
             seed = stamp_seed(frame.stamp_ns) if settings.seed_from_stamp else None
             options = settings.ransac_options(seed)
             self._localizer.ransac = options
+            self._localizer.retrieve_frames = settings.retrieve_frames or None
             status.hypotheses_requested = options.hypotheses
             result = self._localizer.localize(image_rgb, intrinsics, depth_m=depth_m, seed=seed)
             self._fill_result(status, result)

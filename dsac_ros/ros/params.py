@@ -58,6 +58,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "a change reloads the map"),
     ParameterSpec("input_height_px", 0, "network input height in pixels (multiple of 8); 0 = the map's "
                   "training height", range=(0, 4096), read_only=True),
+    ParameterSpec("retrieve_frames", 0, "memory maps: mapping frames searched per image; 0 = the map's own "
+                  "(8); fewer is faster and less accurate", range=(0, 256)),
     ParameterSpec("ransac.hypotheses", 64, "pose hypotheses per frame (DSAC*/ACE 64, DSAC 256)", range=(1, 4096)),
     ParameterSpec("ransac.inlier_threshold_px", 10.0, "reprojection error below which a correspondence is an "
                   f"inlier (tau), pixels; below the {MAX_RESIDUAL_PX:g} px residual clamp",
@@ -140,6 +142,7 @@ class NodeSettings:
     map_path: str
     device: str
     input_height_px: int
+    retrieve_frames: int
     hypotheses: int
     inlier_threshold_px: float
     inlier_beta: float
@@ -166,7 +169,7 @@ class NodeSettings:
         v = {spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS}
         return cls(
             map_path=v["map_path"], device=v["device"], input_height_px=v["input_height_px"],
-            hypotheses=v["ransac.hypotheses"], inlier_threshold_px=v["ransac.inlier_threshold_px"],
+            retrieve_frames=v["retrieve_frames"], hypotheses=v["ransac.hypotheses"], inlier_threshold_px=v["ransac.inlier_threshold_px"],
             inlier_beta=v["ransac.inlier_beta"], score_alpha=v["ransac.score_alpha"],
             max_refinement_iterations=v["ransac.max_refinement_iterations"],
             min_inliers=v["min_inliers"], min_inlier_ratio=v["min_inlier_ratio"],

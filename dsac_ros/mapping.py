@@ -752,6 +752,10 @@ def train_head_stage(head: Head, data: MappingBuffer, loss_kind: str, options: M
     return state
 
 
+# A memory map holds every mapping cell; above this size, ``fill_memory`` suggests thinning frames.
+LARGE_MEMORY_MAP_BYTES = 500 * 2**20
+
+
 def fill_memory(head: nn.Module, data: MappingBuffer, use_depth: bool,
                 log: Callable[[str], None] = logger.info) -> dict[str, Any]:
     """Store every mapping frame's plain view in a memory head; returns a stage state.
@@ -762,6 +766,11 @@ def fill_memory(head: nn.Module, data: MappingBuffer, use_depth: bool,
     from dsac_ros.memory_head import triangulate_memory
 
     start = time.perf_counter()
+    size_bytes = sum(t.numel() * t.element_size() for t in head.state_dict().values())
+    if size_bytes > LARGE_MEMORY_MAP_BYTES:
+        logger.warning("the memory map will be %.0f MB (%d mapping frames); map with --every K to keep every "
+                       "K-th frame (small_room: every 2nd frame cost 3 points of cell inliers)",
+                       size_bytes / 2**20, head.frames)
     buffer = data.buffer
     center = torch.as_tensor(data.scene_center_m, dtype=torch.float32).view(1, 3)
     plain = [(int(frame), int(view)) for view, (frame, p) in enumerate(zip(data.view_frame, data.view_pass)) if p == 0]

@@ -160,3 +160,14 @@ def test_localizer_can_search_fewer_mapping_frames_and_restore_the_maps_count(ti
     assert localizer.retrieve_frames == 8 and torch.equal(localizer.predict(frame.image_rgb)[0], coords_all)
     with pytest.raises(ValueError, match="at least 1"):
         localizer.retrieve_frames = 0
+
+
+def test_a_large_memory_map_is_flagged_with_the_remedy(monkeypatch, caplog, tmp_path):
+    monkeypatch.setattr(mp, "LARGE_MEMORY_MAP_BYTES", 1000)  # the tiny map is far above 1 kB
+    frames = list(get_scene("tiny").render_frames("mapping"))[:6]
+    options = mp.MappingOptions(mode="rgbd", end_to_end=False, input_height_px=INPUT_HEIGHT_PX, progress=False,
+                                device="cpu")
+    with warnings.catch_warnings(), caplog.at_level("WARNING", logger="dsac_ros.mapping"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mp.map_recording(frames, tmp_path / "big.pt", options, log=lambda message: None)
+    assert any("--every K" in record.getMessage() for record in caplog.records)

@@ -92,9 +92,7 @@ class Localizer:
             raise ValueError(f"input_height_px must be a positive multiple of {OUTPUT_STRIDE}, got {height}")
         self.input_height_px = height
         self.ransac = ransac if ransac is not None else RansacOptions()
-        head = self.network.head
-        self._map_retrieve_frames = int(head.retrieve_frames) if hasattr(head, "retrieve_frames") else None
-        self._retrieve_frames: Optional[int] = None
+        self._map_retrieve_frames: Optional[int] = getattr(self.network.head, "retrieve_frames", None)
         logger.info("localizer: map %s (%s network, input height %d px) on %s",
                     self.map.path or "<in memory>", self.map.network_config.get("name", "custom"),
                     self.input_height_px, self.device_name)
@@ -111,17 +109,16 @@ class Localizer:
 
     @property
     def retrieve_frames(self) -> Optional[int]:
-        """Memory maps: mapping frames searched per image (None: the map's own); None for MLP maps."""
-        return self._retrieve_frames or self._map_retrieve_frames
+        """Memory maps: mapping frames searched per image; None for MLP maps."""
+        return getattr(self.network.head, "retrieve_frames", None)
 
     @retrieve_frames.setter
     def retrieve_frames(self, frames: Optional[int]) -> None:
         """Override the map's retrieval count (None restores it). Ignored for maps without a memory head."""
         if frames is not None and int(frames) < 1:
             raise ValueError(f"retrieve_frames must be at least 1 (or None for the map's), got {frames}")
-        self._retrieve_frames = None if frames is None else int(frames)
         if self._map_retrieve_frames is not None:
-            self.network.head.retrieve_frames = self._retrieve_frames or self._map_retrieve_frames
+            self.network.head.retrieve_frames = self._map_retrieve_frames if frames is None else int(frames)
 
     def set_ransac(self, **changes: Any) -> RansacOptions:
         """Change some RANSAC options (validated by RansacOptions); returns the new options."""

@@ -150,7 +150,10 @@ class MappingOptions:
             raise MappingError("frame_stride must be >= 1 and validation_every >= 2")
         if self.network is None:
             self.network = "full" if self.mode == "full" else "memory"
-        network_config(self.network)  # unknown names fail here, before any data is read
+        # Unknown names fail here, before any data is read.
+        if self.mode == "full" and is_memory_head(network_config(self.network)["head"]):
+            raise MappingError("full mode trains a network end to end; a memory head has nothing to train "
+                               "there: use --mode rgbd or rgb with --network memory")
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
@@ -325,6 +328,12 @@ class MappingBuffer:
     validation: list  # [(features (n, C) fp16, pixels_xy (n, 2), Intrinsics, world_T_cam (4, 4))]
     scene_center_m: np.ndarray
     has_depth: bool
+
+    def plain_views(self) -> list[tuple[int, int, int, int]]:
+        """(view, frame, start row, stop row) of every pass-0 view: the frames as the localizer sees them."""
+        return [(view, int(frame), int(start), int(stop))
+                for view, (frame, p, (start, stop)) in enumerate(zip(self.view_frame, self.view_pass, self.view_rows))
+                if p == 0]
 
 
 def _frame_problem(frame: Frame) -> str:
@@ -574,7 +583,7 @@ class Budget:
 
 
 def uses_memory_head(options: MappingOptions) -> bool:
-    return options.mode != "full" and is_memory_head(network_config(options.network)["head"])
+    return is_memory_head(network_config(options.network)["head"])  # never in full mode (refused)
 
 
 def split_budget(total_s: float, spent_s: float, options: MappingOptions) -> Budget:
@@ -773,9 +782,8 @@ def fill_memory(head: nn.Module, data: MappingBuffer, use_depth: bool,
                        size_bytes / 2**20, head.frames)
     buffer = data.buffer
     center = torch.as_tensor(data.scene_center_m, dtype=torch.float32).view(1, 3)
-    plain = [(int(frame), int(view)) for view, (frame, p) in enumerate(zip(data.view_frame, data.view_pass)) if p == 0]
-    for frame, view in plain:
-        start_row, stop_row = (int(v) for v in data.view_rows[view])
+    plain = data.plain_views()
+    for _, frame, start_row, stop_row in plain:
         offsets = buffer.coords_world_m[start_row:stop_row] - center if use_depth else \
             torch.full((stop_row - start_row, 3), float("nan"))
         head.store(frame, buffer.features[start_row:stop_row], offsets)
@@ -783,14 +791,13 @@ def fill_memory(head: nn.Module, data: MappingBuffer, use_depth: bool,
     if use_depth:
         head.finish()
     else:
-        views = [view for _, view in plain]
-        rows = [tuple(int(v) for v in data.view_rows[view]) for view in views]
-        triangulated = triangulate_memory(head, [buffer.pixels_xy[a:b] for a, b in rows],
+        views = [view for view, _, _, _ in plain]
+        triangulated = triangulate_memory(head, [buffer.pixels_xy[a:b] for _, _, a, b in plain],
                                           buffer.cam_T_world[views].double(), buffer.intrinsics_K[views].double(),
                                           center.view(3).double())
     known = int(head.valid.sum())
-    log(f"memory: {len(plain)} frames, {known} of {int(sum(b - a for a, b in data.view_rows[[v for _, v in plain]]))} "
-        f"cells with a coordinate{' (triangulated)' if triangulated else ''}, {time.perf_counter() - start:.1f} s")
+    log(f"memory: {len(plain)} frames, {known} of {sum(b - a for _, _, a, b in plain)} cells with a "
+        f"coordinate{' (triangulated)' if triangulated else ''}, {time.perf_counter() - start:.1f} s")
     if known == 0:
         raise MappingError("no mapping cell has a scene coordinate (no depth, nothing triangulated)")
     return {"step": 0, "elapsed_s": time.perf_counter() - start, "losses": [], "memory_cells": known,
@@ -1194,14 +1201,13 @@ def _stage_plumbing(record: dict[str, Any], options: MappingOptions, budget: "Bu
 
 def _map_head(data, out_path, options, device, timer, progress, checkpoints, saved, log,
               recording_options=None) -> MappingResult:
-    from dsac_ros.mapfile import save_map
-
     encoder, encoder_config, encoder_info = load_mapping_encoder(options.encoder_path)
     if saved is not None and saved.get("encoder"):
         # The buffer was made with these weights (a calibrated random encoder differs from a fresh one).
         encoder.load_state_dict(saved["encoder"])
         encoder_info = dict(saved.get("encoder_info") or encoder_info)
     use_depth = options.mode == "rgbd"
+    memory = uses_memory_head(options)
     data_info: dict[str, Any] = saved["data_info"] if saved else {}
     buffer_data = checkpoints.load_buffer() if saved else None
     source = saved["source"] if saved else ""
@@ -1220,7 +1226,7 @@ def _map_head(data, out_path, options, device, timer, progress, checkpoints, sav
             encoder_info["encoder"] += ", unit-variance calibrated on mapping frames"
         progress.update(stage="buffer")
         # A memory head keeps the plain views only (augmented copies would double the search).
-        buffer_options = dataclasses.replace(options, augment_passes=1) if uses_memory_head(options) else options
+        buffer_options = dataclasses.replace(options, augment_passes=1) if memory else options
         buffer_data = build_buffer(mapping, validation, encoder, buffer_options, device, timer, use_depth,
                                    on_view=lambda i, n: progress.update() if i % 10 == 0 else None,
                                    buffer_seconds=options.buffer_fraction * options.minutes * 60.0 - progress.elapsed())
@@ -1234,13 +1240,11 @@ def _map_head(data, out_path, options, device, timer, progress, checkpoints, sav
         with timer.measure("checkpoint"):
             checkpoints.save_buffer(buffer_data)
     budget = Budget(**saved["budget"]) if saved else split_budget(options.minutes * 60.0, progress.elapsed(), options)
-    memory = uses_memory_head(options)
     config = {"name": f"{options.network}-head", "encoder": dict(encoder_config),
               "head": network_config(options.network)["head"]}
     if memory:
         config["head"].update(frames=int(buffer_data.mapping_frames), retrieve_frames=int(options.retrieve_frames),
-                              cells=int(max(stop - start for (start, stop), p in
-                                            zip(buffer_data.view_rows, buffer_data.view_pass) if p == 0)))
+                              cells=max(stop - start for _, _, start, stop in buffer_data.plain_views()))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)
         head = build_head(encoder.feature_channels, config["head"])
@@ -1284,6 +1288,13 @@ def _map_head(data, out_path, options, device, timer, progress, checkpoints, sav
     progress.update(validation=_format_validation(final))
     training = _training_record(options, device, source, encoder_info, data_info, budget, timer, record, final,
                                 progress.elapsed())
+    return _save_result(out_path, network, options, training, timer, final, log)
+
+
+def _save_result(out_path, network, options, training, timer, final, log) -> MappingResult:
+    """Write the map file (CPU, eval mode) with its training record; the record gets the final timings."""
+    from dsac_ros.mapfile import save_map
+
     with timer.measure("save"):
         network.cpu().eval()
         save_map(out_path, network, options.input_height_px, DEFAULT_NORMALIZATION, training)
@@ -1323,7 +1334,6 @@ def _training_record(options, device, source, encoder_info, data_info, budget, t
 def _map_full(data, out_path, options, device, timer, progress, checkpoints, saved, log,
               recording_options=None) -> MappingResult:
     """Full mode: whole network on whole images (stage 1), then optional end-to-end (stage 2)."""
-    from dsac_ros.mapfile import save_map
     from dsac_ros.network import build_network
 
     frames, count, source = _frames_source(data, recording_options)
@@ -1337,7 +1347,7 @@ def _map_full(data, out_path, options, device, timer, progress, checkpoints, sav
         config = {"name": f"full-{options.network}", "encoder": dict(encoder_config), "head": head_config}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(options.seed)
-            head = Head(encoder.feature_channels, int(head_config["width"]), int(head_config["residual_blocks"]))
+            head = build_head(encoder.feature_channels, head_config)
         network = SceneCoordinateNetwork(encoder, head, center, config)
     else:
         with torch.random.fork_rng(devices=[]):
@@ -1374,12 +1384,7 @@ def _map_full(data, out_path, options, device, timer, progress, checkpoints, sav
         final = validate_network(network, validation, options, device, max_frames=10)
     training = _training_record(options, device, source, encoder_info, data_info, budget, timer, record, final,
                                 progress.elapsed())
-    with timer.measure("save"):
-        network.cpu().eval()
-        save_map(out_path, network, options.input_height_px, DEFAULT_NORMALIZATION, training)
-    training["timings_s"] = {k: round(v, 2) for k, v in timer.seconds.items()}
-    log(f"map written to {out_path}: {json.dumps(final)}")
-    return MappingResult(out_path, network, training)
+    return _save_result(out_path, network, options, training, timer, final, log)
 
 
 __all__ = ["MODES", "MappingOptions", "MappingError", "MappingResult", "MappingBuffer", "map_recording",

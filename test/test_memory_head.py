@@ -171,3 +171,9 @@ def test_a_large_memory_map_is_flagged_with_the_remedy(monkeypatch, caplog, tmp_
         warnings.simplefilter("ignore", RuntimeWarning)
         mp.map_recording(frames, tmp_path / "big.pt", options, log=lambda message: None)
     assert any("--every K" in record.getMessage() for record in caplog.records)
+
+
+def test_full_mode_refuses_a_memory_head_with_a_reason():
+    with pytest.raises(mp.MappingError, match="--mode rgbd or rgb with --network memory"):
+        mp.MappingOptions(mode="full", network="memory")
+    assert mp.MappingOptions(mode="full").network == "full" and mp.MappingOptions().network == "memory"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tolerances import install_margin_recording
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,6 +14,12 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # concurrent runs on one machine do not see each other's nodes. Must happen before rclpy.init.
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 100)))
+
+# The tolerance audit (bench/tolerance_margins.py) runs the suite with a given torch thread count
+# and records how close every numeric check comes to its bound (test/tolerances.py).
+if os.environ.get("DSAC_ROS_TORCH_THREADS"):
+    torch.set_num_threads(int(os.environ["DSAC_ROS_TORCH_THREADS"]))
+install_margin_recording()
 
 
 @pytest.fixture(scope="session")

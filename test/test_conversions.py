@@ -11,6 +11,7 @@ from dsac_ros.ros.conversions import (CameraInfoError, Undistorter, camera_info_
                                       covariance_for_attached_frame, covariance_to_msg, depth_msg_to_m,
                                       image_msg_to_rgb, matrix_to_pose, matrix_to_transform, ns_to_stamp,
                                       pose_to_matrix, stamp_to_ns, transform_to_matrix)
+from tolerances import check_below
 
 RNG = np.random.default_rng(7)
 
@@ -114,7 +115,8 @@ def test_pose_and_transform_round_trips():
     a_T_b = make_pose(rotation_from_axis_angle([0.3, -1.2, 2.0]), [1.0, -2.0, 0.5])
     for back in (pose_to_matrix(matrix_to_pose(a_T_b)), transform_to_matrix(matrix_to_transform(a_T_b))):
         translation_m, rotation_deg = pose_errors(back, a_T_b)
-        assert translation_m < 1e-12 and rotation_deg < 1e-6
+        check_below("translation_m", translation_m, 1e-12)
+        check_below("rotation_deg", rotation_deg, 1e-6)
 
 
 def test_covariance_message_is_row_major_and_never_nan():

@@ -6,6 +6,7 @@ import torch
 
 from dsac_ros import solvers
 from dsac_ros.geometry import project_points, rotation_from_axis_angle
+from tolerances import check_below
 
 # One torch thread per module (see conftest.one_torch_thread).
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -100,8 +101,9 @@ def test_refine_pnp_reaches_the_least_squares_optimum_of_the_inliers():
     # start ~0.4 deg / 3 cm away (most inliers within 10 px), batched with a start at the truth
     R0 = torch.stack([solvers.so3_exp(torch.tensor([0.006, -0.004, 0.002], dtype=torch.float64)) @ R, R])
     t0 = torch.stack([t + torch.tensor([0.02, -0.01, 0.02], dtype=torch.float64), t])
-    result = solvers.refine_pnp(R0, t0, pix, world, CAMERA, 10.0, 100)
-    assert result.converged.all()
+    # Converged means stationary to the relative-gradient tolerance, not an iteration count.
+    result = solvers.refine_pnp(R0, t0, pix, world, CAMERA, 10.0, 100, gradient_tolerance=1e-10)
+    assert result.converged.all() and result.iterations < 100
     for b in range(2):
         inl = result.inlier_mask[b]
         # a random outlier pixel may land within 10 px of the true projection by chance
@@ -112,7 +114,9 @@ def test_refine_pnp_reaches_the_least_squares_optimum_of_the_inliers():
         J = solvers._projection_jacobian(cam, CAMERA)
         gradient = torch.einsum("nki,nk->i", J, proj - pix[inl])
         scale = torch.einsum("nki,nk->i", J.abs(), (proj - pix[inl]).abs())
-        assert (gradient.abs() / scale).max() < 1e-8
+        # The solver stops at <= 1e-10 by its own sums; recomputing them in another order differs by
+        # about N eps (1e-13), so 1e-9 holds on any machine while a 1e-8 absolute-step stop does not.
+        check_below("refine_pnp relative gradient", (gradient.abs() / scale).max(), 1e-9)
         np.testing.assert_allclose(result.R[b].numpy(), R.numpy(), atol=2e-3)
 
 

@@ -58,15 +58,14 @@ def evaluate_frames(localizer, frames, use_depth: bool = False, seed: int | None
     """Localise frames -> list of FrameRecord. ``frames`` is any iterable of dsac_ros.frame.Frame.
 
     Frame i is seeded with ``seed + i``, or with ``stamp_seed(frame.stamp_ns)`` when seed_from_stamp."""
-    from tqdm import tqdm
-
     from dsac_ros.evaluation import FrameRecord
+    from dsac_ros.progress import progress_bar
 
     records: list[FrameRecord] = []
     expected = None if total is None else (total + every - 1) // every
     if max_frames is not None:
         expected = max_frames if expected is None else min(expected, max_frames)
-    bar = tqdm(total=expected, unit="frame", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    bar = progress_bar(total=expected, unit="frame", disable=not progress, dynamic_ncols=True, file=sys.stderr)
     within = 0
     try:
         for index, frame in enumerate(frames):

@@ -603,9 +603,9 @@ class Progress:
     """One tqdm bar over the whole wall-clock budget (seconds), with stage, loss and validation."""
 
     def __init__(self, total_s: float, enabled: bool, start_s: float = 0.0) -> None:
-        from tqdm import tqdm
+        from dsac_ros.progress import progress_bar
 
-        self.bar = tqdm(total=round(total_s), unit="s", disable=not enabled, dynamic_ncols=True, file=sys.stderr,
+        self.bar = progress_bar(total=round(total_s), unit="s", disable=not enabled, dynamic_ncols=True, file=sys.stderr,
                         bar_format=("{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s "
                                     "[{elapsed}<{remaining}]{postfix}"))
         self.origin = time.monotonic() - start_s

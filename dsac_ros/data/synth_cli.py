@@ -55,11 +55,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"dsac-ros synth: {args.out} exists; choose a new path", file=sys.stderr)
         return 2
 
-    from tqdm import tqdm
+    from dsac_ros.progress import progress_bar
 
     total = spec.num_frames(args.split, args.stride)
     frames = spec.render_frames(args.split, args.width, args.height, args.stride)
-    frames = tqdm(frames, total=total, desc=f"{spec.name}/{args.split}", unit="frame", disable=args.quiet)
+    frames = progress_bar(frames, total=total, desc=f"{spec.name}/{args.split}", unit="frame", disable=args.quiet)
     if args.format == "bag":
         from dsac_ros.data import write_bag
 

@@ -40,8 +40,8 @@ PY="$VENV/bin/python"
 
 # --- Python packages (skipped when nothing changed) ---------------------------------------------
 stamp_file="$VENV/.dsac_ros_setup_stamp"
-stamp=$(cat requirements.txt requirements-dev.txt requirements-ros-wheels.txt constraints.txt \
-  scripts/setup.sh setup.py | sha256sum | cut -d' ' -f1)-$ros_mode
+stamp=$(cat requirements.txt requirements-dev.txt requirements-ros-wheels.txt requirements-ros-launch.txt \
+  constraints.txt scripts/setup.sh setup.py | sha256sum | cut -d' ' -f1)-$ros_mode
 if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp" ]; then
   pip_install() { "$PY" -m pip install --disable-pip-version-check -q "$@" 2>&1 | grep -v "is ignored: it is neither" || true; }
   if [ "$ros_mode" = wheels ]; then
@@ -66,6 +66,48 @@ if [ "$(cat "$stamp_file" 2>/dev/null)" != "$stamp" ]; then
   echo "$stamp" > "$stamp_file"
 else
   say "Python packages up to date"
+fi
+
+# --- `ros2 launch` and the `ros2` CLI where no ROS 2 distribution provides them ------------------
+# PyPI has no launch, launch_ros or ros2cli; ../shared/ros2-launch/ carries their unmodified sources
+# (see its README). They are extracted into the venv (shared/ is read-only in CI), pip-installed
+# without dependencies, and composition_interfaces (needed by launch_ros) is colcon-built below.
+launch_src_dir=""
+if [ "$ros_mode" = wheels ]; then
+  tarball=${DSAC_ROS_LAUNCH_TARBALL:-$ROOT/../shared/ros2-launch/ros2-launch-py.tar.gz}
+  # From / so that the repository's launch/ folder is not taken for the `launch` package.
+  if (cd / && "$PY" -c "import launch.actions, launch_ros.actions, ros2cli, ros2launch" >/dev/null 2>&1) \
+      && [ ! -f "$VENV/.dsac_ros_launch_stamp" ]; then
+    say "ros2 launch: already installed"
+  elif [ -f "$tarball" ]; then
+    launch_stamp=$( (sha256sum "$tarball" requirements-ros-launch.txt constraints.txt) | sha256sum | cut -c1-16)
+    launch_src_dir="$VENV/src/ros2-launch-py"
+    if [ "$(cat "$VENV/.dsac_ros_launch_stamp" 2>/dev/null)" != "$launch_stamp" ]; then
+      say "installing ros2 launch and the ros2 CLI from $tarball"
+      rm -rf "$launch_src_dir"
+      mkdir -p "$VENV/src"
+      tar xzf "$tarball" -C "$VENV/src"
+      "$PY" -m pip install --disable-pip-version-check -q -c constraints.txt -r requirements-ros-launch.txt 2>&1 \
+        | { grep -v "is ignored: it is neither" || true; }
+      test "${PIPESTATUS[0]}" -eq 0
+      launch_packages=(launch/launch launch/launch_xml launch/launch_yaml rosidl_runtime_py
+                       ros2cli/ros2cli ros2cli/ros2pkg ros2cli/ros2run ros2cli/ros2topic ros2cli/ros2node
+                       ros2cli/ros2param ros2cli/ros2service ros2cli/ros2interface
+                       launch_ros/launch_ros launch_ros/ros2launch)
+      for package in "${launch_packages[@]}"; do
+        "$PY" -m pip install --disable-pip-version-check -q --no-deps --no-build-isolation \
+          "$launch_src_dir/$package" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+        test "${PIPESTATUS[0]}" -eq 0
+      done
+      echo "$launch_stamp" > "$VENV/.dsac_ros_launch_stamp"
+    else
+      say "ros2 launch up to date"
+    fi
+  else
+    say "ros2 launch and the ros2 CLI skipped: no ROS 2 distribution is sourced and $tarball is absent" \
+        "(PyPI has no launch/launch_ros/ros2cli). The library, the dsac-ros CLI and the node" \
+        "(ros2 run-free: install/dsac_ros/lib/dsac_ros/localizer) work; the launch test skips."
+  fi
 fi
 
 # --- The wheels' CMake exports hard-code the wheel builder's paths: point them at this Python --
@@ -98,6 +140,11 @@ fi
 # A tf2_msgs stand-in only where none is installed, so /tf is published with one code path.
 if ! "$PY" -c "import tf2_msgs.msg" >/dev/null 2>&1 || [ -d install/tf2_msgs ]; then
   base_paths+=(ros_compat/tf2_msgs)
+fi
+# composition_interfaces (services of launch_ros' composable nodes) beside msg/.
+if [ -n "$launch_src_dir" ] && { ! "$PY" -c "import composition_interfaces.srv" >/dev/null 2>&1 \
+    || [ -d install/composition_interfaces ]; }; then
+  base_paths+=("$launch_src_dir/rcl_interfaces/composition_interfaces")
 fi
 colcon_bin=$(command -v colcon)
 say "colcon build (${base_paths[*]})"

@@ -290,8 +290,7 @@ class LiveEvaluator:
         # The map first, before any /clock: the node's idle timer runs on sim time and would report
         # NO_MODEL while the map is still loading; and real-time playback should not begin with
         # frames queued behind the load.
-        _spin_until(self.executor, lambda: self.node.model_loaded
-                    or self.node.model_error not in ("", "no map loaded yet"), MATCH_TIMEOUT_S)
+        _spin_until(self.executor, lambda: self.node.model_loaded or not self.node.model_loading, MATCH_TIMEOUT_S)
         # Published back to back, the first image could reach the worker before its CameraInfo
         # (BAD_INPUT). Best effort: resend until the node has it.
         first = next((m for m in self.player.messages() if m.topic == self.camera_info_topic), None)
@@ -484,10 +483,9 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from tqdm import tqdm
-
     from dsac_ros.data.errors import RecordingError
     from dsac_ros.evaluation import compute_metrics, format_metrics_table, write_report
+    from dsac_ros.progress import progress_bar
     from dsac_ros.ros.replay import ReplayError
 
     if args.rate is not None and not args.rate > 0:
@@ -508,7 +506,7 @@ def run(args: argparse.Namespace) -> int:
             print("dsac-ros evaluate-live: --threads must be at least 1", file=sys.stderr)
             return 2
         torch.set_num_threads(args.threads)
-    bar = tqdm(unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
+    bar = progress_bar(unit="frame", disable=args.quiet, dynamic_ncols=True, file=sys.stderr)
 
     def progress(status) -> None:
         bar.update(1)

@@ -162,7 +162,10 @@ class LocalizerNode(Node):
 
         self._localizer = None
         self._model_key: Optional[tuple] = None
-        self._model_error = "no map loaded yet"
+        # Until the worker's first attempt: loading when a map is named (status NO_MODEL with this
+        # reason, logged at INFO), an error only when none is named or the load fails.
+        self._model_loading = bool(settings.map_path)
+        self._model_error = f"loading map {settings.map_path}" if settings.map_path else "no map loaded yet"
         self._model_attempt_s = -np.inf
         self._device_name = ""
         self._undistorter = Undistorter()
@@ -219,6 +222,8 @@ class LocalizerNode(Node):
         self.get_logger().info(
             f"localizer up: image topic {self._image_sub.topic_name}, camera_info {self._camera_info_sub.topic_name}, "
             f"tf_mode {settings.tf_mode}, map {settings.map_path or '(none)'}")
+        if settings.map_path:
+            self.get_logger().info(f"loading map {settings.map_path} on device {settings.device}")
 
     # ------------------------------------------------------------------ parameters
 
@@ -410,6 +415,8 @@ class LocalizerNode(Node):
         diagnostic.name = f"{self.get_fully_qualified_name()}: localization"
         diagnostic.hardware_id = self._device_name or "none"
         diagnostic.level = DIAGNOSTIC_LEVELS[state]
+        if state == LocalizationStatus.STATE_NO_MODEL and self._model_loading:
+            diagnostic.level = DiagnosticStatus.WARN
         diagnostic.message = STATE_NAMES[state] + (f": {status.reason}" if status is not None and status.reason else "")
         broadcast = self._broadcast
         values = {
@@ -464,24 +471,31 @@ class LocalizerNode(Node):
         self._model_attempt_s = time.monotonic()
         self._localizer = None
         if not settings.map_path:
+            self._model_loading = False
             self._model_error = "map_path is empty: no map to localise in"
             self._model_attempt_s = np.inf  # nothing to retry until map_path changes
             self._log_no_model()
             return
+        self._model_error = f"loading map {settings.map_path}"
+        self._model_loading = True
         try:
             localizer = self._localizer_factory(settings)
         except Exception as error:  # MapFileError, DeviceError, OSError, ...: the node stays up
             self._model_error = f"cannot load map {settings.map_path!r}: {error}"
+            self._model_loading = False
             self._log_no_model()
             return
         self._localizer = localizer
+        self._model_loading = False
         self._device_name = str(getattr(localizer, "device", settings.device))
         self._model_error = ""
         self.get_logger().info(f"map {settings.map_path} loaded on device {self._device_name}")
 
     def _log_no_model(self) -> None:
-        # One call site, so one throttle for every path that reports NO_MODEL.
-        self.get_logger().error(f"NO_MODEL: {self._model_error}", throttle_duration_sec=10.0)
+        # One call site, so one throttle for every path that reports NO_MODEL. A map still loading
+        # is not an error: its start was logged at INFO.
+        if not self._model_loading:
+            self.get_logger().error(f"NO_MODEL: {self._model_error}", throttle_duration_sec=10.0)
 
     def _camera_model(self) -> CameraModel:
         info = self._camera_info
@@ -688,8 +702,13 @@ class LocalizerNode(Node):
 
     @property
     def model_error(self) -> str:
-        """Why no map is loaded ("no map loaded yet" until the first attempt); empty when loaded."""
+        """Why no map is loaded ("loading map ..." while loading); empty when loaded."""
         return self._model_error
+
+    @property
+    def model_loading(self) -> bool:
+        """True while the map named by map_path is being loaded (before the worker's first attempt too)."""
+        return self._model_loading
 
     @property
     def has_camera_info(self) -> bool:

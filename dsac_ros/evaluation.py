@@ -20,12 +20,14 @@ from __future__ import annotations
 import csv
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
+from dsac_ros.frame import stamp_seed
 from dsac_ros.geometry import is_valid_pose, pose_errors, quaternion_xyzw_from_rotation
 
 # (translation m, rotation deg, metrics key): the standard relocalisation thresholds.
@@ -348,3 +350,45 @@ def write_report(out_dir: str | Path, records: Sequence[FrameRecord], metrics: O
         plot_error_cdf(paths["error_cdf"], records, title)
         plot_trajectory(paths["trajectory"], records, title)
     return paths
+
+
+# Frame i of an offline evaluation is seeded with DEFAULT_SEED + i unless seeded from its stamp.
+DEFAULT_SEED = 0
+
+
+def evaluate_frames(localizer, frames, use_depth: bool = False, seed: int | None = DEFAULT_SEED,
+                    every: int = 1, max_frames: int | None = None, progress: bool = True, total: int | None = None,
+                    seed_from_stamp: bool = False):
+    """Localise frames -> list of FrameRecord. ``frames`` is any iterable of dsac_ros.frame.Frame.
+
+    Frame i is seeded with ``seed + i``, or with ``stamp_seed(frame.stamp_ns)`` when seed_from_stamp."""
+    from dsac_ros.progress import progress_bar
+
+    records: list[FrameRecord] = []
+    expected = None if total is None else (total + every - 1) // every
+    if max_frames is not None:
+        expected = max_frames if expected is None else min(expected, max_frames)
+    bar = progress_bar(total=expected, unit="frame", disable=not progress, dynamic_ncols=True, file=sys.stderr)
+    within = 0
+    try:
+        for index, frame in enumerate(frames):
+            if index % every:
+                continue
+            if max_frames is not None and len(records) >= max_frames:
+                break
+            if seed_from_stamp:
+                frame_seed = stamp_seed(frame.stamp_ns)
+            else:
+                frame_seed = None if seed is None else seed + index
+            result = localizer.localize(frame.image_rgb, frame.intrinsics,
+                                        depth_m=frame.depth_m if use_depth else None, seed=frame_seed)
+            record = FrameRecord.from_result(result, frame.world_T_cam, frame.stamp_ns, frame.name or str(index))
+            records.append(record)
+            translation_m, rotation_deg = record.errors()
+            within += translation_m < 0.05 and rotation_deg < 5.0
+            bar.update(1)
+            bar.set_postfix_str(f"5cm/5deg {100.0 * within / len(records):.0f}%  "
+                                f"{result.timings_ms.get('total', 0.0):.0f} ms  {result.status}")
+    finally:
+        bar.close()
+    return records

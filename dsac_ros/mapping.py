@@ -56,6 +56,7 @@ from torch import nn
 from dsac_ros.buffer import PixelBuffer, cell_targets
 from dsac_ros.camera import Intrinsics
 from dsac_ros.device import describe_device, resolve_device
+from dsac_ros.encoder_file import DEFAULT_ENCODER_PATH, calibrate_random_encoder, load_mapping_encoder
 from dsac_ros.dsac import RansacOptions, estimate_pose, expected_pose_loss
 from dsac_ros.frame import Frame
 from dsac_ros.geometry import pose_errors
@@ -68,7 +69,6 @@ from dsac_ros.network import (DEFAULT_INPUT_HEIGHT_PX, DEFAULT_NORMALIZATION, OU
 logger = logging.getLogger(__name__)
 
 MODES = ("rgbd", "rgb", "full")
-DEFAULT_ENCODER_PATH = Path(__file__).resolve().parent / "assets" / "encoder.pt"
 CHECKPOINT_VERSION = 1
 
 
@@ -84,7 +84,7 @@ class MappingOptions:
     minutes: float = 10.0
     end_to_end: bool = True
     device: str = "auto"
-    # Encoder file (dsac_ros.pretrain.load_encoder); None = the shipped one, else a random
+    # Encoder file (dsac_ros.encoder_file.load_encoder); None = the shipped one, else a random
     # encoder with a warning. ``full`` mode uses it only when given explicitly.
     encoder_path: Optional[str] = None
     # Head architecture (and, in full mode, the whole network) from dsac_ros.network.NETWORK_CONFIGS;
@@ -975,69 +975,6 @@ def validate_network(network: SceneCoordinateNetwork, validation: FrameRecordSet
                                       64, seed))
     network.train(was_training)
     return summarize_errors(errors)
-
-
-# --------------------------------------------------------------------------------------------
-# encoder choice
-
-
-def load_mapping_encoder(path: Optional[str | os.PathLike], log: Callable[[str], None] = logger.warning
-                         ) -> tuple[Encoder, dict[str, Any], dict[str, Any]]:
-    """(encoder, encoder config, description) from a file, the shipped file, or a random fallback.
-
-    An explicitly given file must load (EncoderFileError otherwise). Without one, the shipped
-    ``dsac_ros/assets/encoder.pt`` is used when present; failing that, a randomly initialised
-    encoder with a loud warning: maps then work but generalise poorly (issue 6 measurements).
-    """
-    from dsac_ros.pretrain import load_encoder
-
-    candidate = Path(path) if path is not None else DEFAULT_ENCODER_PATH
-    if path is not None or candidate.exists():
-        encoder, metadata = load_encoder(candidate)
-        config = dict(metadata.get("encoder_config") or {
-            "channels": [m.out_channels for m in encoder.stem if isinstance(m, nn.Conv2d)],
-            "residual_blocks": len(encoder.blocks), "feature_channels": encoder.feature_channels})
-        return encoder, config, {"encoder": str(candidate), "encoder_sha256": metadata.get("weights_sha256", ""),
-                                 "encoder_training": metadata.get("training", {})}
-    message = (f"no encoder file at {candidate} and none given (--encoder): mapping with a RANDOMLY "
-               "INITIALISED encoder. The map will fit its mapping frames but localise poorly elsewhere; "
-               "pass --encoder PATH once a pretrained encoder exists (dsac-ros pretrain-encoder).")
-    log(message)
-    config = network_config("fast")["encoder"]
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(0)
-    encoder = Encoder([int(c) for c in config["channels"]], int(config["residual_blocks"]),
-                      int(config["feature_channels"]))
-    torch.random.set_rng_state(generator_state)
-    return encoder.eval(), config, {"encoder": "random-init (seed 0)", "encoder_sha256": ""}
-
-
-@torch.no_grad()
-def calibrate_random_encoder(encoder: Encoder, images: torch.Tensor, tolerance: float = 0.05,
-                             iterations: int = 4) -> Encoder:
-    """Rescale a randomly initialised encoder's convolutions, in forward order, to unit output std
-    on ``images`` (B, 1, H, W) (layer-sequential unit variance). PyTorch's default init shrinks
-    the signal through the stack (per-channel feature std about 0.004 at the output), which starves
-    a head trained with the usual learning rates. Changes the encoder in place and returns it."""
-    for conv in [m for m in encoder.modules() if isinstance(m, nn.Conv2d)]:
-        for _ in range(iterations):
-            captured: dict[str, float] = {}
-
-            def record_std(module, inputs, output) -> None:  # returning None keeps the output
-                captured["std"] = float(output.std())
-
-            handle = conv.register_forward_hook(record_std)
-            encoder(images)
-            handle.remove()
-            std = captured.get("std", 0.0)
-            if not std > 1e-12:
-                break
-            conv.weight.div_(std)
-            if conv.bias is not None:
-                conv.bias.div_(std)
-            if abs(std - 1.0) < tolerance:
-                break
-    return encoder
 
 
 # --------------------------------------------------------------------------------------------

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from dsac_ros.data import RecordingError
     from dsac_ros.device import DeviceError
     from dsac_ros.mapping import MappingError, MappingOptions, map_recording
-    from dsac_ros.pretrain import EncoderFileError
+    from dsac_ros.encoder_file import EncoderFileError
 
     changes = {}
     if args.input_height is not None:

@@ -12,7 +12,6 @@ minutes, and rendered training data are cached per room.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -20,7 +19,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
@@ -28,14 +27,13 @@ import torch
 from torch import nn
 
 from dsac_ros.camera import Intrinsics
+from dsac_ros.encoder_file import ENCODER_FORMAT, ENCODER_FORMAT_VERSION, EncoderFileError, load_encoder, state_digest
 from dsac_ros.geometry import invert_pose, transform_points
 from dsac_ros.network import (DEFAULT_NETWORK, DEFAULT_NORMALIZATION, OUTPUT_STRIDE, Encoder, Head,
                               network_config)
 
 PRETRAIN_SEED_BASE = 100_000
 HELDOUT_SEED_BASE = 900_000
-ENCODER_FORMAT = "dsac_ros.encoder"
-ENCODER_FORMAT_VERSION = 1
 
 
 @dataclass
@@ -407,14 +405,6 @@ def pretrain(out_dir: Path, config: PretrainConfig, hours: float, device: torch.
 
 # --- the shipped encoder file --------------------------------------------------------------------
 
-def _state_digest(state_dict: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256()
-    for key in sorted(state_dict):
-        digest.update(key.encode())
-        digest.update(state_dict[key].detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def export_encoder(checkpoint_path: Path, out_path: Path, command: str = "") -> dict:
     """Write the encoder of a pretraining checkpoint as a small self-describing file.
 
@@ -428,7 +418,7 @@ def export_encoder(checkpoint_path: Path, out_path: Path, command: str = "") -> 
     payload = {
         "format": ENCODER_FORMAT, "format_version": ENCODER_FORMAT_VERSION,
         "encoder_config": dict(config.encoder), "normalization": dict(DEFAULT_NORMALIZATION),
-        "state_dict": weights, "weights_sha256": _state_digest(weights),
+        "state_dict": weights, "weights_sha256": state_digest(weights),
         "training": {"config": config.to_dict(), "steps": int(state["step"]),
                      "hours": round(float(state["elapsed_s"]) / 3600, 3),
                      "commit": state.get("commit", "unknown"), "command": command,
@@ -442,34 +432,7 @@ def export_encoder(checkpoint_path: Path, out_path: Path, command: str = "") -> 
     return {k: v for k, v in payload.items() if k != "state_dict"}
 
 
-class EncoderFileError(ValueError):
-    """A shipped or user-given encoder file is missing, damaged or of another format."""
-
-
-def load_encoder(path: Path) -> tuple[Encoder, dict]:
-    """Load an encoder file written by ``export_encoder``; returns (encoder, metadata)."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise EncoderFileError(f"encoder file {path} does not exist") from None
-    except Exception as error:  # pickle/zip errors of a damaged file
-        raise EncoderFileError(f"encoder file {path} is damaged or not a torch file: {error}") from None
-    if not isinstance(payload, dict) or payload.get("format") != ENCODER_FORMAT:
-        raise EncoderFileError(f"{path} is not a dsac_ros encoder file")
-    if int(payload.get("format_version", -1)) > ENCODER_FORMAT_VERSION:
-        raise EncoderFileError(f"{path} has format version {payload['format_version']}, newer than this "
-                               f"dsac_ros reads ({ENCODER_FORMAT_VERSION})")
-    weights = payload["state_dict"]
-    if _state_digest(weights) != payload.get("weights_sha256"):
-        raise EncoderFileError(f"{path}: weights do not match their recorded SHA-256 (damaged file)")
-    config = payload["encoder_config"]
-    encoder = Encoder([int(c) for c in config["channels"]], int(config["residual_blocks"]), int(config["feature_channels"]))
-    encoder.load_state_dict(weights)
-    encoder.eval()
-    return encoder, {k: v for k, v in payload.items() if k != "state_dict"}
-
-
-# --- transfer: how well a fresh head maps an unseen room on frozen features ---------------------
+# --- test views near mapping views (training partners here, transfer tests in benchmarks/) ---------
 
 def perturbed_views(world_T_cam: np.ndarray, rng: np.random.Generator, translation_m: float = 0.15,
                     rotation_deg: float = 7.0) -> np.ndarray:
@@ -485,61 +448,3 @@ def perturbed_views(world_T_cam: np.ndarray, rng: np.random.Generator, translati
         direction = rng.normal(size=3)
         pose[:3, 3] += direction / np.linalg.norm(direction) * translation_m * rng.uniform(0.5, 1.0)
     return out
-
-
-def evaluate_transfer(encoder_path: Optional[Path], seeds: list[int], minutes: float = 1.0,
-                      mapping_views: int = 80, test_views: int = 30, device: str = "cpu",
-                      log: Callable[[str], None] = print) -> dict[str, Any]:
-    """How well the real mapping pipeline maps unseen rooms with an encoder file.
-
-    For each held-out room (``HELDOUT_SEED_BASE + i``, never trained on): ``map_recording`` in
-    rgbd mode for ``minutes`` (no end-to-end stage) on random views, then the Localizer on
-    perturbed views near them (7-Scenes-like reach). encoder_path None: the calibrated random
-    encoder (the baseline). Returns per room and mean: % within 5 cm / 5 deg and median errors.
-    """
-    import tempfile
-
-    from dsac_ros.data.render import render
-    from dsac_ros.data.scenes import BASE_INTRINSICS, FRAME_PERIOD_NS, random_scene
-    from dsac_ros.data.trajectories import random_views
-    from dsac_ros.evaluation import compute_metrics
-    from dsac_ros.evaluation_cli import evaluate_frames
-    from dsac_ros.frame import Frame
-    from dsac_ros.localizer import Localizer
-    from dsac_ros.mapping import MappingOptions, map_recording
-
-    size = (320, 240)
-    intrinsics = BASE_INTRINSICS.resized(*size)
-    rooms = []
-    for seed in seeds:
-        rng = np.random.default_rng(seed)
-        scene = random_scene(seed)
-        mapping_poses = random_views(scene, mapping_views, seed)
-        test_poses = perturbed_views(mapping_poses[rng.choice(mapping_views, test_views, replace=False)], rng)
-        test_poses = test_poses[scene.clearance_m(test_poses[:, :3, 3]) > 0.1]  # never inside geometry
-
-        def frames(poses: np.ndarray) -> list:
-            rendered = []
-            for index, pose in enumerate(poses):
-                image, depth = render(scene, pose, intrinsics)
-                rendered.append(Frame(image, intrinsics, index * FRAME_PERIOD_NS, depth, pose, f"room{seed}-{index}"))
-            return rendered
-
-        with tempfile.TemporaryDirectory() as tmp:
-            map_path = Path(tmp) / "room.pt"
-            options = MappingOptions(minutes=minutes, end_to_end=False, device=device, progress=False,
-                                     encoder_path=None if encoder_path is None else str(encoder_path))
-            map_recording(frames(mapping_poses), map_path, options, log=lambda _: None)
-            records = evaluate_frames(Localizer(map_path, device=device), frames(test_poses), progress=False)
-        metrics = compute_metrics(records)
-        result = {"seed": seed, "frames": metrics["frames"], "pct_5cm_5deg": metrics["pct_5cm_5deg"],
-                  "median_translation_cm": metrics["median_translation_cm"],
-                  "median_rotation_deg": metrics["median_rotation_deg"]}
-        log(json.dumps(result))
-        rooms.append(result)
-    summary: dict[str, Any] = {"encoder": str(encoder_path) if encoder_path else "random (calibrated)"}
-    for key in ("pct_5cm_5deg", "median_translation_cm", "median_rotation_deg"):
-        values = [r[key] for r in rooms if r[key] is not None]
-        summary[key] = float(np.mean(values)) if values else None
-    summary["rooms"] = rooms
-    return summary

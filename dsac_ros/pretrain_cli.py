@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from dsac_ros.device import describe_device, resolve_device
-from dsac_ros.pretrain import HELDOUT_SEED_BASE, PretrainConfig, evaluate_transfer, export_encoder, pretrain
+from dsac_ros.benchmarks.transfer import evaluate_transfer
+from dsac_ros.pretrain import HELDOUT_SEED_BASE, PretrainConfig, export_encoder, pretrain
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

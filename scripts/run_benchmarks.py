@@ -20,6 +20,7 @@ BENCHMARKS = {
     "localizer": ["bench/bench_localizer.py"],
     "node": ["bench/bench_node.py"],
     "mapping": ["bench/bench_mapping.py"],
+    "tolerances": ["bench/bench_tolerances.py"],
 }
 
 

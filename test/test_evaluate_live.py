@@ -64,7 +64,7 @@ def test_offline_seed_from_stamp_uses_the_node_scheme(tiny_bag):
     from types import SimpleNamespace
 
     from dsac_ros.data import read_frames
-    from dsac_ros.evaluation_cli import evaluate_frames
+    from dsac_ros.evaluation import evaluate_frames
 
     class RecordsSeeds:
         def __init__(self):

@@ -108,7 +108,7 @@ def test_pretraining_resumes_and_exports_a_checked_encoder(tmp_path):
 
 
 def test_shipped_encoder_loads_and_matches_its_recorded_checksum():
-    from dsac_ros.mapping import DEFAULT_ENCODER_PATH
+    from dsac_ros.encoder_file import DEFAULT_ENCODER_PATH
     from dsac_ros.network import network_config
 
     encoder, meta = load_encoder(DEFAULT_ENCODER_PATH)  # recomputes the weights' SHA-256

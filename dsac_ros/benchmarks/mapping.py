@@ -72,8 +72,7 @@ def prepare_scene(name: str, log=print) -> tuple[Path, Path, dict[str, float]]:
 
 def evaluate_map(map_path: Path, test_dir: Path, device: str, every: int, progress: bool) -> dict[str, Any]:
     from dsac_ros.data import open_recording
-    from dsac_ros.evaluation import compute_metrics
-    from dsac_ros.evaluation_cli import evaluate_frames
+    from dsac_ros.evaluation import compute_metrics, evaluate_frames
     from dsac_ros.localizer import Localizer
 
     localizer = Localizer(map_path, device=device)

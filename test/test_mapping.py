@@ -249,7 +249,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(tiny_frames, tmp_path, monk
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        monkeypatch.setattr(mp, "end_to_end_stage", interrupted)
+        monkeypatch.setattr("dsac_ros.mapping.run.end_to_end_stage", interrupted)  # where the run looks it up
         with pytest.raises(KeyboardInterrupt):
             mp.map_recording(tiny_frames, out, options, log=lambda message: None)
         assert not out.exists()

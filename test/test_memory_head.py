@@ -163,7 +163,7 @@ def test_localizer_can_search_fewer_mapping_frames_and_restore_the_maps_count(ti
 
 
 def test_a_large_memory_map_is_flagged_with_the_remedy(monkeypatch, caplog, tmp_path):
-    monkeypatch.setattr(mp, "LARGE_MEMORY_MAP_BYTES", 1000)  # the tiny map is far above 1 kB
+    monkeypatch.setattr("dsac_ros.mapping.stages.LARGE_MEMORY_MAP_BYTES", 1000)  # the tiny map is far above 1 kB
     frames = list(get_scene("tiny").render_frames("mapping"))[:6]
     options = mp.MappingOptions(mode="rgbd", end_to_end=False, input_height_px=INPUT_HEIGHT_PX, progress=False,
                                 device="cpu")

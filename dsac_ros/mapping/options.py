@@ -1,0 +1,128 @@
+"""What shapes a mapping run: ``MappingOptions``, its errors, and the split of the time budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from dsac_ros.network import DEFAULT_INPUT_HEIGHT_PX, OUTPUT_STRIDE, is_memory_head, network_config
+
+
+MODES = ("rgbd", "rgb", "full")
+
+
+class MappingError(ValueError):
+    """Mapping cannot run on this data or with these options; the message says why."""
+
+
+@dataclass
+class MappingOptions:
+    """Everything that shapes a mapping run. Times in seconds unless named otherwise."""
+
+    mode: str = "rgbd"
+    minutes: float = 10.0
+    end_to_end: bool = True
+    device: str = "auto"
+    # Encoder file (dsac_ros.encoder_file.load_encoder); None = the shipped one, else a random
+    # encoder with a warning. ``full`` mode uses it only when given explicitly.
+    encoder_path: Optional[str] = None
+    # Head architecture (and, in full mode, the whole network) from dsac_ros.network.NETWORK_CONFIGS;
+    # None: "memory" (scene memory head, dsac_ros.memory_head) for rgbd / rgb, "full" in full mode.
+    # "fast" / "ace" train an MLP head instead (10 minutes reach about 40 cm on small_room).
+    network: Optional[str] = None
+    input_height_px: int = DEFAULT_INPUT_HEIGHT_PX
+    frame_stride: int = 1
+    # Memory head: mapping frames retrieved per image, whose cells are searched for each cell.
+    retrieve_frames: int = 8
+    # Validation: every ``validation_every``-th frame is held back (at most max_validation_frames).
+    validation_every: int = 20
+    max_validation_frames: int = 20
+    # Buffer augmentation: pass 0 is the plain view, passes 1.. random views (DSAC*'s ranges for
+    # scale and photometry; a smaller rotation, as hand-held sequences roll little).
+    # None: as many whole passes as fit in ``buffer_fraction`` of the budget (measured on pass 0),
+    # between 2 and ``max_augment_passes``.
+    augment_passes: Optional[int] = None
+    buffer_fraction: float = 0.3
+    max_augment_passes: int = 6
+    scale_range: tuple[float, float] = (2.0 / 3.0, 1.5)
+    max_rotation_deg: float = 15.0
+    brightness: float = 0.1
+    contrast: float = 0.1
+    # Stage split and schedules.
+    head_fraction: float = 0.8
+    reserve_fraction: float = 0.03
+    batch_size: int = 4096
+    lr_min: float = 5e-4
+    lr_max: float = 5e-3
+    clamp_start_px: float = 50.0
+    clamp_end_px: float = 1.0
+    e2e_lr: float = 1e-4
+    e2e_hypotheses: int = 64
+    # An end-to-end step costs about 1.6 s on this CPU with 1200 cells and up to 100 refinement
+    # iterations per hypothesis, 0.5 s with 600 cells and 10 iterations (DSAC 2017 refined 8 times).
+    e2e_max_cells: int = 600  # cells of a view per end-to-end step (random subset if more)
+    e2e_refinement_iterations: int = 10
+    # full mode (DSAC* stage 1 / 2 learning rates).
+    full_lr: float = 1e-4
+    full_e2e_lr: float = 1e-6
+    # Bookkeeping.
+    validate_every_s: Optional[float] = None  # None: about six per run (each localises up to 5 held-out frames)
+    checkpoint_every_s: float = 120.0
+    seed: int = 0
+    threads: Optional[int] = None
+    progress: bool = True
+    max_steps: Optional[int] = None  # stop each training stage after this many steps (tests)
+    max_e2e_steps: Optional[int] = None  # the same for end-to-end stages (None: max_steps)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise MappingError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
+        if not self.minutes > 0:
+            raise MappingError(f"minutes must be positive, got {self.minutes}")
+        if self.augment_passes is not None and self.augment_passes < 1:
+            raise MappingError("augment_passes must be at least 1 (the plain view)")
+        if not 0.0 < self.head_fraction <= 1.0:
+            raise MappingError(f"head_fraction must be in (0, 1], got {self.head_fraction}")
+        if self.input_height_px <= 0 or self.input_height_px % OUTPUT_STRIDE:
+            raise MappingError(f"input height must be a positive multiple of {OUTPUT_STRIDE}")
+        if self.frame_stride < 1 or self.validation_every < 2:
+            raise MappingError("frame_stride must be >= 1 and validation_every >= 2")
+        if self.network is None:
+            self.network = "full" if self.mode == "full" else "memory"
+        # Unknown names fail here, before any data is read.
+        if self.mode == "full" and is_memory_head(network_config(self.network)["head"]):
+            raise MappingError("full mode trains a network end to end; a memory head has nothing to train "
+                               "there: use --mode rgbd or rgb with --network memory")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in dataclasses.fields(self)}
+
+
+@dataclass
+class Budget:
+    """Seconds per stage, fixed once the buffer is built (stored in checkpoints)."""
+
+    total_s: float
+    head_s: float
+    e2e_s: float
+    reserve_s: float
+
+
+def uses_memory_head(options: MappingOptions) -> bool:
+    return is_memory_head(network_config(options.network)["head"])  # never in full mode (refused)
+
+
+def split_budget(total_s: float, spent_s: float, options: MappingOptions) -> Budget:
+    """What is left after reading + buffering, split between the stages (see module docstring).
+
+    A memory head needs no training time: it is built from the buffer in seconds, and the
+    end-to-end stage (if on) gets its usual share; the rest of the budget is not spent."""
+    reserve = max(2.0, options.reserve_fraction * total_s)
+    remaining = max(0.0, total_s - spent_s - reserve)
+    if uses_memory_head(options):
+        return Budget(total_s, 0.0, remaining * (1.0 - options.head_fraction) if options.end_to_end else 0.0, reserve)
+    head = remaining * (options.head_fraction if options.end_to_end else 1.0)
+    return Budget(total_s, head, remaining - head, reserve)

@@ -3,6 +3,8 @@
     localizer = Localizer("scene.pt", device="auto", ransac=RansacOptions(hypotheses=64))
     result = localizer.localize(image_rgb, intrinsics)        # LocalizationResult, never raises on data
     if result.success: use(result.world_T_cam, result.covariance_6x6)
+    # options per call, as in PoseLib; the localizer and its map are never changed by a call:
+    result = localizer.localize(image_rgb, intrinsics, ransac=RansacOptions(hypotheses=16), retrieve_frames=4, seed=7)
 
 The network predicts one scene coordinate per 8x8 cell of the resized image; the cell centres are
 mapped back to the caller's pixels (``dsac_ros.network.cell_centers_px``) so DSAC runs with the
@@ -25,10 +27,10 @@ from dsac_ros.device import describe_device, resolve_device
 from dsac_ros.dsac import RansacOptions, estimate_pose
 from dsac_ros.mapfile import SceneMap, load_map
 from dsac_ros.network import OUTPUT_STRIDE, backproject_depth_at, prepare_input
+from dsac_ros.status import Status
 
 logger = logging.getLogger(__name__)
 
-STATUS_OK, STATUS_LOST, STATUS_BAD_INPUT = "OK", "LOST", "BAD_INPUT"
 # Below this the image cannot hold a single useful cell of context.
 MIN_IMAGE_SIDE_PX = 2 * OUTPUT_STRIDE
 
@@ -37,8 +39,8 @@ MIN_IMAGE_SIDE_PX = 2 * OUTPUT_STRIDE
 class LocalizationResult:
     """The outcome of one ``localize`` call. Never holds NaN or inf.
 
-    status: "OK" (pose found), "LOST" (DSAC found no pose with enough support), "BAD_INPUT" (the
-    frame itself is unusable); reason explains anything but OK. world_T_cam (4, 4) float64 and
+    status: ``Status.OK`` (pose found), ``LOST`` (DSAC found no pose with enough support),
+    ``BAD_INPUT`` (the frame itself is unusable); reason explains anything but OK. world_T_cam (4, 4) float64 and
     covariance_6x6 (x, y, z, rot X, rot Y, rot Z in the world frame; m^2, rad^2) are None unless OK.
     inlier_ratio = inlier_count / correspondences (the cells with a prediction).
     timings_ms: "network" (resize + forward), "ransac", "total"; ransac_timings_ms: the core's own
@@ -46,7 +48,7 @@ class LocalizationResult:
     """
 
     success: bool
-    status: str
+    status: Status
     reason: str = ""
     world_T_cam: Optional[np.ndarray] = None
     covariance_6x6: Optional[np.ndarray] = None
@@ -61,13 +63,15 @@ class LocalizationResult:
 
 
 class Localizer:
-    """A map on a device, with DSAC settings that may change between calls.
+    """A map on a device, with default DSAC settings; every call may pass its own.
 
     scene_map: a map file path or a loaded ``SceneMap``; device: auto | cpu | cuda | cuda:N
-    (DeviceError if unavailable); ransac: ``RansacOptions`` (assign ``localizer.ransac`` or call
-    ``set_ransac(**changes)`` at any time; each call reads the options once, so a change made by
-    another thread applies from the next frame). input_height_px overrides the map's network
-    input height (a multiple of 8): smaller is faster and coarser. num_threads, if given, sets
+    (DeviceError if unavailable); ransac: the default ``RansacOptions`` of calls that pass none
+    (``localize(..., ransac=...)`` overrides them for one call, as PoseLib's options do; a caller
+    never changes the localizer or its map, so one localizer serves several threads' settings).
+    retrieve_frames: memory maps, the default number of mapping frames searched (None: the
+    map's). input_height_px overrides the map's network input height (a multiple of 8): smaller
+    is faster and coarser. num_threads, if given, sets
     torch's CPU thread count for the whole process (torch has no per-model setting): on a loaded
     machine one thread avoids threads spin-waiting on each other (see bench/bench_localizer.py).
     Raises MapFileError for a bad map; data problems of a frame never raise.
@@ -75,7 +79,7 @@ class Localizer:
 
     def __init__(self, scene_map: str | Path | SceneMap, device: str | torch.device = "auto",
                  ransac: RansacOptions | None = None, input_height_px: int | None = None,
-                 num_threads: int | None = None) -> None:
+                 num_threads: int | None = None, retrieve_frames: int | None = None) -> None:
         self.map = scene_map if isinstance(scene_map, SceneMap) else load_map(scene_map)
         if num_threads is not None:
             if int(num_threads) < 1:
@@ -92,73 +96,76 @@ class Localizer:
             raise ValueError(f"input_height_px must be a positive multiple of {OUTPUT_STRIDE}, got {height}")
         self.input_height_px = height
         self.ransac = ransac if ransac is not None else RansacOptions()
-        self._map_retrieve_frames: Optional[int] = getattr(self.network.head, "retrieve_frames", None)
+        self.retrieve_frames = self._checked_retrieve_frames(retrieve_frames)
         logger.info("localizer: map %s (%s network, input height %d px) on %s",
                     self.map.path or "<in memory>", self.map.network_config.get("name", "custom"),
                     self.input_height_px, self.device_name)
 
     @property
     def ransac(self) -> RansacOptions:
+        """The default RANSAC options of calls that pass none."""
         return self._ransac
 
     @ransac.setter
     def ransac(self, options: RansacOptions) -> None:
-        if not isinstance(options, RansacOptions):
-            raise TypeError(f"ransac must be RansacOptions, got {type(options).__name__}")
-        self._ransac = options
+        self._ransac = self._checked_ransac(options)
 
     @property
-    def retrieve_frames(self) -> Optional[int]:
-        """Memory maps: mapping frames searched per image; None for MLP maps."""
+    def map_retrieve_frames(self) -> Optional[int]:
+        """Memory maps: the map's own retrieval count; None for MLP maps."""
         return getattr(self.network.head, "retrieve_frames", None)
 
-    @retrieve_frames.setter
-    def retrieve_frames(self, frames: Optional[int]) -> None:
-        """Override the map's retrieval count (None restores it). Ignored for maps without a memory head."""
+    def _checked_retrieve_frames(self, frames: Optional[int]) -> Optional[int]:
         if frames is not None and int(frames) < 1:
             raise ValueError(f"retrieve_frames must be at least 1 (or None for the map's), got {frames}")
-        if self._map_retrieve_frames is not None:
-            self.network.head.retrieve_frames = self._map_retrieve_frames if frames is None else int(frames)
+        return None if frames is None else int(frames)
 
-    def set_ransac(self, **changes: Any) -> RansacOptions:
-        """Change some RANSAC options (validated by RansacOptions); returns the new options."""
-        self.ransac = replace(self._ransac, **changes)
-        return self._ransac
+    @staticmethod
+    def _checked_ransac(options: RansacOptions) -> RansacOptions:
+        if not isinstance(options, RansacOptions):
+            raise TypeError(f"ransac must be RansacOptions, got {type(options).__name__}")
+        return options
 
     def ransac_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self._ransac, f.name) for f in fields(self._ransac)}
 
     # --- prediction ---------------------------------------------------------------------------
 
-    def predict(self, image_rgb: np.ndarray) -> tuple[torch.Tensor, np.ndarray, tuple[int, int]]:
+    def predict(self, image_rgb: np.ndarray, retrieve_frames: Optional[int] = None
+                ) -> tuple[torch.Tensor, np.ndarray, tuple[int, int]]:
         """Scene coordinates of an image (no input checks; see ``localize``).
 
         Returns coords_world (N, 3) float32 on the localizer's device, pixels_xy (N, 2) float64
         cell centres in the image's pixels (row-major over cells), and the grid (cells_h, cells_w).
+        retrieve_frames: memory maps, frames searched (None: the localizer's default, else the map's).
         """
+        frames = self._checked_retrieve_frames(retrieve_frames) or self.retrieve_frames
         prepared = prepare_input(image_rgb, self.input_height_px, self.map.normalization)
         with torch.inference_mode():
-            coords = self.network(prepared.tensor.to(self.device))[0]  # (3, h, w)
+            coords = self.network(prepared.tensor.to(self.device), retrieve_frames=frames)[0]  # (3, h, w)
         cells_w, cells_h = prepared.cells_size
         return coords.reshape(3, -1).T, prepared.cell_centers_px(), (cells_h, cells_w)
 
     # --- the entry point ----------------------------------------------------------------------
 
     def localize(self, image_rgb: np.ndarray, intrinsics: Intrinsics, depth_m: Optional[np.ndarray] = None,
+                 *, ransac: Optional[RansacOptions] = None, retrieve_frames: Optional[int] = None,
                  seed: Optional[int] = None) -> LocalizationResult:
         """Camera pose of one frame.
 
         image_rgb: (H, W, 3) uint8 RGB (or (H, W) uint8 grayscale); intrinsics: of this image
         (width_px, height_px must be W, H); depth_m: optional (H, W) float metres registered to the
-        image (0 / NaN = no depth) for RGB-D hypotheses; seed: makes the RANSAC draw reproducible.
+        image (0 / NaN = no depth) for RGB-D hypotheses. For this call only: ransac (default: the
+        localizer's), retrieve_frames (memory maps; default: the localizer's, else the map's) and
+        seed (makes the RANSAC draw reproducible; overrides ``ransac.seed``).
         """
         start = time.perf_counter()
-        options = self._ransac
+        options = self._ransac if ransac is None else self._checked_ransac(ransac)
         problem = self._check_input(image_rgb, intrinsics, depth_m)
         if problem:
-            return self._result(False, STATUS_BAD_INPUT, problem, start, {})
+            return self._result(False, Status.BAD_INPUT, problem, start, {})
 
-        coords_world, pixels_xy, grid_hw = self.predict(image_rgb)
+        coords_world, pixels_xy, grid_hw = self.predict(image_rgb, retrieve_frames)
         self._sync()
         network_ms = (time.perf_counter() - start) * 1e3
         coords_cam = None
@@ -180,17 +187,17 @@ class Localizer:
                       ransac_timings_ms={k: float(v) for k, v in info.timings_ms.items()},
                       inlier_ratio=estimate.inlier_count / correspondences if correspondences else 0.0)
         if not estimate.success:
-            return self._result(False, STATUS_LOST, estimate.reason or "no pose found", start, timings, **common)
+            return self._result(False, Status.LOST, estimate.reason or "no pose found", start, timings, **common)
         covariance = estimate.covariance_6x6
         if covariance is not None and not np.all(np.isfinite(covariance)):
             covariance = None
-        return self._result(True, STATUS_OK, "", start, timings,
+        return self._result(True, Status.OK, "", start, timings,
                             world_T_cam=np.asarray(estimate.world_T_cam, dtype=np.float64),
                             covariance_6x6=covariance, **common)
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _result(self, success: bool, status: str, reason: str, start: float, timings: dict[str, float],
+    def _result(self, success: bool, status: Status, reason: str, start: float, timings: dict[str, float],
                 **values: Any) -> LocalizationResult:
         timings = dict(timings)
         timings.setdefault("network", 0.0)

@@ -93,34 +93,38 @@ class MemoryHead(nn.Module):
         coordinate get a zero descriptor, so retrieval prefers every frame that can answer."""
         self.descriptors[~self.valid.any(1)] = 0.0
 
-    def retrieve(self, features: torch.Tensor, exclude_frame: Optional[int] = None) -> torch.Tensor:
-        """(M, C) features of one image -> (k,) indices of the most similar memory frames."""
+    def retrieve(self, features: torch.Tensor, exclude_frame: Optional[int] = None,
+                 retrieve_frames: Optional[int] = None) -> torch.Tensor:
+        """(M, C) features of one image -> (k,) indices of the most similar memory frames.
+
+        retrieve_frames: k for this call (None: the map's own ``self.retrieve_frames``)."""
         similarity = self.descriptors @ frame_descriptor(features)
         if exclude_frame is not None:
             similarity = similarity.clone()
             similarity[int(exclude_frame)] = -float("inf")
-        k = min(self.retrieve_frames, self.frames - (exclude_frame is not None))
+        wanted = self.retrieve_frames if retrieve_frames is None else int(retrieve_frames)
+        k = min(wanted, self.frames - (exclude_frame is not None))
         return similarity.topk(max(k, 1)).indices
 
     def lookup(self, features: torch.Tensor, exclude_frame: Optional[int] = None,
-               return_index: bool = False):
+               return_index: bool = False, retrieve_frames: Optional[int] = None):
         """(M, C) features of ONE image -> (M, 3) offsets in metres (differentiable in ``values``).
 
         exclude_frame leaves one memory frame out (training on a mapping frame's own view would
         otherwise find itself). With return_index, also (M,) flat indices into (F * M) of the keys used.
         """
         queries = features.float()
-        frames = self.retrieve(queries, exclude_frame)
+        frames = self.retrieve(queries, exclude_frame, retrieve_frames)
         keys = self.keys[frames].reshape(-1, self.in_channels).float()
         nearest = nearest_keys(queries, keys, self.valid[frames].reshape(-1))
         flat = frames[nearest // self.cells] * self.cells + nearest % self.cells
         offsets = self.values.reshape(-1, 3)[flat]
         return (offsets, flat) if return_index else offsets
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, retrieve_frames: Optional[int] = None) -> torch.Tensor:
         batch, channels, height, width = features.shape
         rows = features.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
-        offsets = torch.stack([self.lookup(rows[b]) for b in range(batch)])
+        offsets = torch.stack([self.lookup(rows[b], retrieve_frames=retrieve_frames) for b in range(batch)])
         return offsets.reshape(batch, height, width, 3).permute(0, 3, 1, 2)
 
 

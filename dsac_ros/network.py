@@ -183,12 +183,16 @@ class SceneCoordinateNetwork(nn.Module):
         # Not persistent: the map file stores the centre once, in its own field.
         self.register_buffer("scene_center_m", center.view(1, 3, 1, 1), persistent=False)
 
-    def coords_from_features(self, features: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) encoder features -> (B, 3, h, w) scene coordinates in metres."""
+    def coords_from_features(self, features: torch.Tensor, retrieve_frames: int | None = None) -> torch.Tensor:
+        """(B, C, h, w) encoder features -> (B, 3, h, w) scene coordinates in metres.
+
+        retrieve_frames: for a memory head, mapping frames searched in this call (None: the map's)."""
+        if retrieve_frames is not None and getattr(self.head, "retrieve_frames", None) is not None:
+            return self.head(features, retrieve_frames=retrieve_frames) + self.scene_center_m
         return self.head(features) + self.scene_center_m
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.coords_from_features(self.encoder(image))
+    def forward(self, image: torch.Tensor, retrieve_frames: int | None = None) -> torch.Tensor:
+        return self.coords_from_features(self.encoder(image), retrieve_frames)
 
     def set_scene_center(self, scene_center_m) -> None:
         center = torch.as_tensor(np.asarray(scene_center_m, dtype=np.float32).reshape(1, 3, 1, 1))

@@ -163,8 +163,8 @@ def ros2_cli(*arguments: str, attempts: int = 3, until=lambda result: result.ret
 
 def offline_result(localizer, frame, stamp_ns: int, hypotheses: int):
     """What the node computes for this frame: the same map, seeded from the stamp."""
-    localizer.ransac = RansacOptions(hypotheses=hypotheses, seed=stamp_seed(stamp_ns))
-    return localizer.localize(frame.image_rgb, frame.intrinsics, seed=stamp_seed(stamp_ns))
+    return localizer.localize(frame.image_rgb, frame.intrinsics, ransac=RansacOptions(hypotheses=hypotheses),
+                              seed=stamp_seed(stamp_ns))
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The localizer on a map fitted to the tiny scene: poses, statuses, settings, and agreement with
 what evaluation (library and ``dsac-ros evaluate``) reports."""
 
+import dataclasses
 import json
 import logging
 
@@ -15,6 +16,7 @@ from dsac_ros.device import DeviceError
 from dsac_ros.dsac import RansacOptions
 from dsac_ros.evaluation import FrameRecord, compute_metrics
 from dsac_ros.geometry import pose_errors
+from dsac_ros.status import Status
 from dsac_ros.localizer import Localizer
 from dsac_ros.mapfile import load_map
 from fixtures_maps import FIT_STRIDE, build_tiny_map
@@ -130,22 +132,28 @@ def test_rgbd_localisation_uses_depth(localizer, fitted_frames):
     assert translation_m < FITTED_MAX_TRANSLATION_M and rotation_deg < FITTED_MAX_ROTATION_DEG
 
 
-def test_ransac_options_change_between_calls(map_path, fitted_frames):
+def test_ransac_options_are_given_per_call_and_never_change_the_localizer(map_path, fitted_frames):
     localizer = Localizer(map_path, device="cpu", ransac=TINY_RANSAC)
     frame = fitted_frames[0]
     assert localizer.localize(frame.image_rgb, frame.intrinsics, seed=0).success
-    localizer.set_ransac(min_inliers=100_000)
-    lost = localizer.localize(frame.image_rgb, frame.intrinsics, seed=0)
-    assert lost.status == "LOST" and "inliers" in lost.reason and lost.world_T_cam is None
+    lost = localizer.localize(frame.image_rgb, frame.intrinsics, seed=0,
+                              ransac=dataclasses.replace(TINY_RANSAC, min_inliers=100_000))
+    assert lost.status == Status.LOST == "LOST" and "inliers" in lost.reason and lost.world_T_cam is None
     assert lost.covariance_6x6 is None and np.isfinite(lost.score)
-    localizer.ransac = RansacOptions(hypotheses=16, inlier_threshold_px=4.0)
-    again = localizer.localize(frame.image_rgb, frame.intrinsics, seed=0)
+    assert localizer.ransac == TINY_RANSAC  # the call's options were its own
+    again = localizer.localize(frame.image_rgb, frame.intrinsics, seed=0,
+                               ransac=RansacOptions(hypotheses=16, inlier_threshold_px=4.0))
     assert again.success and again.hypotheses_valid <= 16
-    with pytest.raises(ValueError):
-        localizer.set_ransac(hypotheses=0)
+    # The seed argument wins over the options' seed: the same draw as the default call.
+    first = localizer.localize(frame.image_rgb, frame.intrinsics, seed=0)
+    seeded = localizer.localize(frame.image_rgb, frame.intrinsics, seed=0,
+                                ransac=dataclasses.replace(TINY_RANSAC, seed=123))
+    np.testing.assert_array_equal(first.world_T_cam, seeded.world_T_cam)  # same code, same seed: bitwise
+    with pytest.raises(TypeError):
+        localizer.localize(frame.image_rgb, frame.intrinsics, ransac={"hypotheses": 8})
     with pytest.raises(TypeError):
         localizer.ransac = {"hypotheses": 8}
-    assert localizer.ransac.hypotheses == 16  # a refused change leaves the options as they were
+    assert localizer.ransac == TINY_RANSAC
 
 
 def _bad_inputs(frame):

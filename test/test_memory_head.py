@@ -146,20 +146,20 @@ def test_end_to_end_stage_refines_memory_values(tmp_path, tiny_memory_maps):
     assert torch.equal(before[~result.network.head.valid], after[~result.network.head.valid])
 
 
-def test_localizer_can_search_fewer_mapping_frames_and_restore_the_maps_count(tiny_memory_maps):
+def test_a_call_can_search_fewer_mapping_frames_without_changing_the_map(tiny_memory_maps):
     maps, test_frames = tiny_memory_maps
     localizer = Localizer(maps["rgbd"].path, device="cpu")
-    assert localizer.retrieve_frames == 8
+    assert localizer.map_retrieve_frames == 8 and localizer.retrieve_frames is None
     frame = test_frames[0]
     coords_all, _, _ = localizer.predict(frame.image_rgb)
-    localizer.retrieve_frames = 1
-    assert localizer.network.head.retrieve_frames == 1
-    coords_one, _, _ = localizer.predict(frame.image_rgb)
+    coords_one, _, _ = localizer.predict(frame.image_rgb, retrieve_frames=1)
     assert not torch.equal(coords_all, coords_one)  # one frame cannot hold every nearest key
-    localizer.retrieve_frames = None
-    assert localizer.retrieve_frames == 8 and torch.equal(localizer.predict(frame.image_rgb)[0], coords_all)
+    assert localizer.network.head.retrieve_frames == 8  # the map itself is untouched
+    assert torch.equal(localizer.predict(frame.image_rgb)[0], coords_all)
+    one = Localizer(maps["rgbd"].path, device="cpu", retrieve_frames=1)  # a localizer-wide default
+    assert torch.equal(one.predict(frame.image_rgb)[0], coords_one)
     with pytest.raises(ValueError, match="at least 1"):
-        localizer.retrieve_frames = 0
+        localizer.predict(frame.image_rgb, retrieve_frames=0)
 
 
 def test_a_large_memory_map_is_flagged_with_the_remedy(monkeypatch, caplog, tmp_path):

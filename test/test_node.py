@@ -67,9 +67,9 @@ def offline(tiny_map_path):
     def run(frame, stamp_ns, with_depth=False, hypotheses=64):
         key = (frame.name, stamp_ns, with_depth, hypotheses)
         if key not in cache:
-            localizer.ransac = RansacOptions(hypotheses=hypotheses, seed=stamp_seed(stamp_ns))
             cache[key] = localizer.localize(frame.image_rgb, frame.intrinsics,
-                                            depth_m=frame.depth_m if with_depth else None, seed=stamp_seed(stamp_ns))
+                                            depth_m=frame.depth_m if with_depth else None,
+                                            ransac=RansacOptions(hypotheses=hypotheses), seed=stamp_seed(stamp_ns))
         return cache[key]
 
     return run

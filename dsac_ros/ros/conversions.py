@@ -19,6 +19,18 @@ from geometry_msgs.msg import Pose, Transform
 from dsac_ros.camera import Intrinsics
 from dsac_ros.data.images import decode_compressed, decode_depth, decode_image
 from dsac_ros.geometry import make_pose, quaternion_xyzw_from_rotation, rotation_from_quaternion_xyzw
+from dsac_ros.msg import LocalizationStatus
+from dsac_ros.status import Status
+
+# The one place where the core's Status meets the message's integers.
+STATE_OF_STATUS = {
+    Status.OK: LocalizationStatus.STATE_OK,
+    Status.LOST: LocalizationStatus.STATE_LOST,
+    Status.NO_IMAGE: LocalizationStatus.STATE_NO_IMAGE,
+    Status.BAD_INPUT: LocalizationStatus.STATE_BAD_INPUT,
+    Status.NO_MODEL: LocalizationStatus.STATE_NO_MODEL,
+}
+STATUS_OF_STATE = {state: status for status, state in STATE_OF_STATUS.items()}
 
 # Distortion models OpenCV's pinhole model covers (plumb_bob: k1 k2 t1 t2 k3; rational_polynomial:
 # k1 k2 t1 t2 k3 k4 k5 k6) and the fisheye one (equidistant: k1 k2 k3 k4).

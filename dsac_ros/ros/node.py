@@ -55,20 +55,15 @@ from tf2_msgs.msg import TFMessage
 from dsac_ros.frame import stamp_seed
 from dsac_ros.geometry import invert_pose, is_valid_pose
 from dsac_ros.msg import LocalizationStatus
+from dsac_ros.status import Status
 from dsac_ros.ros import params as node_params
-from dsac_ros.ros.conversions import (CameraInfoError, CameraModel, Undistorter, camera_info_to_model,
+from dsac_ros.ros.conversions import (STATUS_OF_STATE, CameraInfoError, CameraModel, Undistorter, camera_info_to_model,
                                       compressed_msg_to_rgb, covariance_for_attached_frame, covariance_to_msg,
                                       depth_msg_to_m, image_msg_to_rgb, matrix_to_pose, matrix_to_transform,
                                       ns_to_stamp, pose_to_matrix, stamp_to_ns)
 from dsac_ros.ros.tf_buffer import TfBuffer, TfListener, TransformError
 
-STATE_NAMES = {
-    LocalizationStatus.STATE_OK: "OK",
-    LocalizationStatus.STATE_LOST: "LOST",
-    LocalizationStatus.STATE_NO_IMAGE: "NO_IMAGE",
-    LocalizationStatus.STATE_BAD_INPUT: "BAD_INPUT",
-    LocalizationStatus.STATE_NO_MODEL: "NO_MODEL",
-}
+STATE_NAMES = {state: status.value for state, status in STATUS_OF_STATE.items()}
 DIAGNOSTIC_LEVELS = {
     LocalizationStatus.STATE_OK: DiagnosticStatus.OK,
     LocalizationStatus.STATE_LOST: DiagnosticStatus.WARN,
@@ -565,10 +560,10 @@ class LocalizerNode(Node):
             image_rgb, intrinsics, depth_m = self._decode(frame, settings)
             seed = stamp_seed(frame.stamp_ns) if settings.seed_from_stamp else None
             options = settings.ransac_options(seed)
-            self._localizer.ransac = options
-            self._localizer.retrieve_frames = settings.retrieve_frames or None
             status.hypotheses_requested = options.hypotheses
-            result = self._localizer.localize(image_rgb, intrinsics, depth_m=depth_m, seed=seed)
+            # Options per call: the shared localizer (and its map) is never changed by a frame.
+            result = self._localizer.localize(image_rgb, intrinsics, depth_m=depth_m, ransac=options,
+                                              retrieve_frames=settings.retrieve_frames or None)
             self._fill_result(status, result)
             self._accept(frame, result, settings)
         except FrameFailure as failure:
@@ -610,7 +605,7 @@ class LocalizerNode(Node):
 
     def _accept(self, frame: _PendingFrame, result, settings) -> None:
         """Gate the estimate; publish pose, covariance and TF; raise FrameFailure otherwise."""
-        if result.status == "BAD_INPUT":
+        if result.status == Status.BAD_INPUT:
             raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT, result.reason or "the localizer refused the frame")
         if not result.success:
             raise FrameFailure(LocalizationStatus.STATE_LOST, result.reason or "localisation failed")

@@ -29,6 +29,7 @@ import numpy as np
 
 from dsac_ros.frame import stamp_seed
 from dsac_ros.geometry import is_valid_pose, pose_errors, quaternion_xyzw_from_rotation
+from dsac_ros.status import Status
 
 # (translation m, rotation deg, metrics key): the standard relocalisation thresholds.
 THRESHOLDS = ((0.05, 5.0, "pct_5cm_5deg"), (0.02, 2.0, "pct_2cm_2deg"), (0.01, 1.0, "pct_1cm_1deg"))
@@ -49,7 +50,7 @@ class FrameRecord:
     world_T_cam_gt: Optional[np.ndarray]
     timings_ms: dict[str, float] = field(default_factory=dict)
     name: str = ""
-    status: str = ""
+    status: str = ""  # a dsac_ros.status.Status name; empty: OK with an estimate, else LOST
     reason: str = ""
     inlier_count: int = 0
     inlier_ratio: float = 0.0
@@ -65,7 +66,7 @@ class FrameRecord:
         if self.world_T_cam_gt is not None:
             self.world_T_cam_gt = np.asarray(self.world_T_cam_gt, dtype=np.float64)
         if not self.status:
-            self.status = "OK" if self.world_T_cam_est is not None else "LOST"
+            self.status = Status.OK if self.world_T_cam_est is not None else Status.LOST
 
     @classmethod
     def from_result(cls, result: Any, world_T_cam_gt: Optional[np.ndarray], stamp_ns: int,

@@ -37,6 +37,7 @@ import numpy as np
 
 from dsac_ros.data.recording_cli import add_recording_arguments, recording_options
 from dsac_ros.data.rosbag import COMPRESSED_TYPE, IMAGE_TYPE, BagTopics
+from dsac_ros.status import Status
 
 DEFAULT_FRAME_TIMEOUT_S = 60.0
 MATCH_TIMEOUT_S = 10.0  # discovery of the in-process publishers and subscriptions
@@ -360,6 +361,7 @@ class LiveEvaluator:
     def run(self, truth: list[tuple[int, Optional[np.ndarray], str]]) -> LiveRun:
         """Play the bag once; ``truth`` is ``ground_truth(...)`` of the same bag (records follow it)."""
         from dsac_ros.evaluation import FrameRecord
+        from dsac_ros.ros.conversions import STATUS_OF_STATE
 
         self._wait_for_connections()
         self._prepare_node()
@@ -374,7 +376,7 @@ class LiveEvaluator:
         for stamp_ns, world_T_cam_gt, name in truth:
             status = self.statuses.get(stamp_ns)
             if status is None:
-                records.append(FrameRecord(stamp_ns, None, world_T_cam_gt, {}, name, status="DROPPED",
+                records.append(FrameRecord(stamp_ns, None, world_T_cam_gt, {}, name, status=Status.DROPPED,
                                            reason="the node published no status for this frame"))
                 continue
             if stamp_ns in self.sent_s and stamp_ns in self.status_received_s:
@@ -389,12 +391,13 @@ class LiveEvaluator:
             device = status.device or device
             timings = {"network": float(status.network_ms), "ransac": float(status.ransac_ms),
                        "total": float(status.total_ms)}
-            state_name = "LOST" if status.state == self._state_ok and estimate is None else status.state_name
+            state_name = Status.LOST if status.state == self._state_ok and estimate is None else \
+                STATUS_OF_STATE[status.state]
             records.append(FrameRecord(stamp_ns, estimate, world_T_cam_gt, timings, name, status=state_name,
                                        reason=reason, inlier_count=int(status.inlier_count),
                                        inlier_ratio=float(status.inlier_ratio), score=float(status.score)))
         truth_stamps = {stamp for stamp, _, _ in truth}
-        dropped = sum(1 for record in records if record.status == "DROPPED")
+        dropped = sum(1 for record in records if record.status == Status.DROPPED)
         return LiveRun(records=records, mode="lockstep" if self.rate is None else "real time",
                        frames_sent=len({s for s in self.sent_order if s in truth_stamps}), frames_dropped=dropped,
                        node_frames_dropped=int(self.node.frames_dropped),

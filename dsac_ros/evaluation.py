@@ -371,6 +371,7 @@ def evaluate_frames(localizer, frames, use_depth: bool = False, seed: int | None
         expected = max_frames if expected is None else min(expected, max_frames)
     bar = progress_bar(total=expected, unit="frame", disable=not progress, dynamic_ncols=True, file=sys.stderr)
     within = 0
+    threshold_m, threshold_deg, _ = THRESHOLDS[0]  # 5 cm / 5 deg, as compute_metrics counts it
     try:
         for index, frame in enumerate(frames):
             if index % every:
@@ -386,7 +387,7 @@ def evaluate_frames(localizer, frames, use_depth: bool = False, seed: int | None
             record = FrameRecord.from_result(result, frame.world_T_cam, frame.stamp_ns, frame.name or str(index))
             records.append(record)
             translation_m, rotation_deg = record.errors()
-            within += translation_m < 0.05 and rotation_deg < 5.0
+            within += translation_m < threshold_m and rotation_deg < threshold_deg
             bar.update(1)
             bar.set_postfix_str(f"5cm/5deg {100.0 * within / len(records):.0f}%  "
                                 f"{result.timings_ms.get('total', 0.0):.0f} ms  {result.status}")

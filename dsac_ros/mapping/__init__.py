@@ -22,13 +22,13 @@ from dsac_ros.mapping.options import MODES, Budget, MappingError, MappingOptions
 from dsac_ros.mapping.run import MappingResult, map_recording
 from dsac_ros.mapping.stages import (EpochSampler, StageContext, end_to_end_stage, end_to_end_step, fill_memory,
                                      full_training_stage, train_head_stage, view_expected_loss, view_rows)
-from dsac_ros.mapping.validation import summarize_errors, validate_head, validate_network
+from dsac_ros.mapping.validation import summarize_records, validate_head, validate_network
 from dsac_ros.mapping.views import AugmentedView, augmentation_affine, make_view, view_cell_pixels
 
 __all__ = ["AugmentedView", "Budget", "CHECKPOINT_VERSION", "Checkpoints", "DEFAULT_ENCODER_PATH", "EpochSampler",
            "FrameRecordSet", "MODES", "MappingBuffer", "MappingError", "MappingOptions", "MappingResult", "Progress",
            "StageContext", "StageTimer", "augmentation_affine", "build_buffer", "calibrate_random_encoder",
            "end_to_end_stage", "end_to_end_step", "fill_memory", "full_training_stage", "load_mapping_encoder",
-           "make_view", "map_recording", "scene_center", "split_budget", "split_frames", "summarize_errors",
+           "make_view", "map_recording", "scene_center", "split_budget", "split_frames", "summarize_records",
            "train_head_stage", "uses_memory_head", "validate_head", "validate_network", "view_cell_pixels",
            "view_expected_loss", "view_rows"]

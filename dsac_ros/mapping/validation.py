@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -11,7 +10,7 @@ import torch
 
 from dsac_ros.camera import Intrinsics
 from dsac_ros.dsac import RansacOptions, estimate_pose
-from dsac_ros.geometry import pose_errors
+from dsac_ros.evaluation import FrameRecord, compute_metrics
 from dsac_ros.head_training import head_forward_flat
 from dsac_ros.mapping.frames import FrameRecordSet, MappingBuffer
 from dsac_ros.mapping.options import MappingOptions
@@ -26,38 +25,36 @@ def validate_head(head: Head, data: MappingBuffer, device: torch.device, max_fra
         return {}
     frames = data.validation[:: max(1, len(data.validation) // max_frames)][:max_frames]
     center = torch.as_tensor(data.scene_center_m, dtype=torch.float32, device=device).view(1, 3)
-    errors = []
+    records: list[FrameRecord] = []
     was_training = head.training
     head.eval()
     with torch.no_grad():
         for index, (features, pixels, intrinsics, pose) in enumerate(frames):
             coords = head_forward_flat(head, features.to(device=device, dtype=torch.float32)) + center
-            errors.append(_pose_error(pixels, coords, intrinsics, pose, hypotheses, index))
+            records.append(_validation_record(pixels, coords, intrinsics, pose, hypotheses, index))
     head.train(was_training)
-    return summarize_errors(errors)
+    return summarize_records(records)
 
 
-def _pose_error(pixels: np.ndarray, coords: torch.Tensor, intrinsics: Intrinsics, pose: np.ndarray,
-                hypotheses: int, seed: int) -> tuple[float, float]:
+def _validation_record(pixels: np.ndarray, coords: torch.Tensor, intrinsics: Intrinsics, pose: np.ndarray,
+                       hypotheses: int, seed: int) -> FrameRecord:
+    """Argmax DSAC on one held-out frame's predicted coordinates -> its FrameRecord (index as stamp)."""
     estimate, _ = estimate_pose(torch.as_tensor(pixels, device=coords.device), coords, intrinsics,
                                 RansacOptions(hypotheses=hypotheses, seed=seed))
-    if not estimate.success:
-        return math.inf, math.inf
-    t_m, r_deg = pose_errors(estimate.world_T_cam, pose)
-    return float(t_m), float(r_deg)
+    return FrameRecord(seed, estimate.world_T_cam if estimate.success else None, pose)
 
 
-def summarize_errors(errors: list[tuple[float, float]]) -> dict[str, Any]:
-    """Median errors (None when the median frame failed) and percent within 5 cm / 5 deg."""
-    if not errors:
+# What a validation keeps of ``compute_metrics`` (it is stored every few seconds of a run).
+VALIDATION_KEYS = ("frames", "pct_5cm_5deg", "median_translation_cm", "median_rotation_deg")
+
+
+def summarize_records(records: list[FrameRecord]) -> dict[str, Any]:
+    """Median errors (None when the median frame failed) and percent within 5 cm / 5 deg, by
+    ``evaluation.compute_metrics``: the one implementation of the relocalisation metrics."""
+    if not records:
         return {}
-    array = np.asarray(errors, dtype=np.float64)
-    t_sorted, r_sorted = np.sort(array[:, 0]), np.sort(array[:, 1])
-    median_t, median_r = t_sorted[(len(array) - 1) // 2], r_sorted[(len(array) - 1) // 2]
-    within = (array[:, 0] < 0.05) & (array[:, 1] < 5.0)
-    return {"frames": len(array), "pct_5cm_5deg": 100.0 * float(within.mean()),
-            "median_translation_cm": float(median_t * 100) if np.isfinite(median_t) else None,
-            "median_rotation_deg": float(median_r) if np.isfinite(median_r) else None}
+    metrics = compute_metrics(records)
+    return {key: metrics[key] for key in VALIDATION_KEYS}
 
 
 def format_validation(result: dict[str, Any]) -> str:
@@ -75,14 +72,14 @@ def validate_network(network: SceneCoordinateNetwork, validation: FrameRecordSet
     if len(validation) == 0:
         return {}
     picks = list(range(0, len(validation), max(1, len(validation) // max_frames)))[:max_frames]
-    errors = []
+    records: list[FrameRecord] = []
     was_training = network.training
     network.eval()
     with torch.no_grad():
         for seed, i in enumerate(picks):
             view = make_view(validation.gray[i], validation.image_sizes[i], None, options)
             coords = network(view.tensor.to(device))[0].reshape(3, -1).T
-            errors.append(_pose_error(view.pixels_xy, coords, validation.intrinsics[i], validation.world_T_cam[i],
-                                      64, seed))
+            records.append(_validation_record(view.pixels_xy, coords, validation.intrinsics[i],
+                                              validation.world_T_cam[i], 64, seed))
     network.train(was_training)
-    return summarize_errors(errors)
+    return summarize_records(records)

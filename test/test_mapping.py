@@ -254,17 +254,29 @@ def test_interrupted_run_resumes_from_its_checkpoint(tiny_frames, tmp_path, monk
             mp.map_recording(tiny_frames, out, options, log=lambda message: None)
         assert not out.exists()
         saved = mp.Checkpoints(out).load_state()
-        assert saved["stage"] == "e2e" and saved["head_state"]["step"] == 40
+        assert saved.stage == mp.Stage.E2E and saved.stage_state(mp.Stage.HEAD)["step"] == 40
         monkeypatch.undo()
         # Resuming reads no frames: the buffer comes from the checkpoint.
         result = mp.map_recording(iter(()), out, dataclasses.replace(options, max_e2e_steps=2), resume=True,
                                   log=lambda message: None)
     assert result.training["stages"]["head"]["steps"] == 40
     assert result.training["stages"]["end_to_end"]["steps"] == 2
-    assert load_map(out).training["data"]["mapping_frames"] == saved["data_info"]["mapping_frames"]
+    assert load_map(out).training["data"]["mapping_frames"] == saved.data_info["mapping_frames"]
     # The map holds the encoder the buffer was made with (a calibrated random one is not a fresh one).
-    assert torch.equal(load_map(out).network.encoder.project.weight, saved["encoder"]["project.weight"])
+    assert torch.equal(load_map(out).network.encoder.project.weight, saved.encoder["project.weight"])
     assert not mp.Checkpoints(out).directory.exists()
+
+
+def test_a_checkpoint_of_another_format_version_is_refused_with_the_remedy(tiny_frames, tmp_path):
+    out = tmp_path / "old.pt"
+    checkpoints = mp.Checkpoints(out)
+    checkpoints.directory.mkdir()
+    # What format 1 wrote: a plain dict with <stage>_state keys.
+    torch.save({"stage": "e2e", "head_state": {"step": 3}, "e2e_state": None, "version": 1, "options": {},
+                "spent_s": 1.0}, checkpoints.state_path)
+    with pytest.raises(mp.CheckpointError, match="format version 1.*without --resume"):
+        mp.map_recording(tiny_frames, out, tiny_options(), resume=True, log=lambda message: None)
+    assert isinstance(mp.CheckpointError("x"), mp.MappingError)  # the CLI reports it like any mapping error
 
 
 def test_full_mode_trains_the_whole_network_and_its_loss_falls(tiny_frames, tmp_path):

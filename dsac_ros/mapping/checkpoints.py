@@ -1,10 +1,17 @@
-"""The checkpoint directory of a mapping run (``MAP.pt.ckpt/``).
+"""The checkpoint directory of a mapping run (``MAP.pt.ckpt/``) and the run state it holds.
+
+``RunState`` is what a checkpoint knows of a run besides the buffer: the stage reached (``Stage``),
+the options, the budget, the data description, time spent, and each stage's resumable state.
+Format version 2 (typed state); a version 1 checkpoint (a plain dict with ``<stage>_state`` keys)
+is refused with the reason.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,9 +21,62 @@ import torch
 from dsac_ros.buffer import PixelBuffer
 from dsac_ros.camera import Intrinsics
 from dsac_ros.mapping.frames import MappingBuffer
+from dsac_ros.mapping.options import MappingError
 
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+
+
+class CheckpointError(MappingError):
+    """A checkpoint cannot be resumed (another format version, or damaged); the message says what to do."""
+
+
+class Stage(str, Enum):
+    """Where a mapping run stands; runs move down the list (head and full modes each use their pair)."""
+
+    HEAD = "head"          # memory fill or MLP head training
+    E2E = "e2e"            # end-to-end stage on the head
+    FULL = "full"          # full mode, stage 1: the whole network
+    FULL_E2E = "full_e2e"  # full mode, stage 2: end-to-end
+    DONE = "done"
+
+
+@dataclass
+class RunState:
+    """What a checkpoint holds about a run (weights live inside ``stage_states``).
+
+    stage_states: each stage's resumable state (``dsac_ros.mapping.stages``), keyed by Stage value;
+    encoder: the encoder weights the buffer was made with (head modes), with encoder_info.
+    """
+
+    stage: Stage
+    options: dict[str, Any]
+    budget: dict[str, float]
+    data_info: dict[str, Any]
+    source: str
+    spent_s: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    stage_states: dict[str, Optional[dict[str, Any]]] = field(default_factory=dict)
+    encoder: Optional[dict[str, torch.Tensor]] = None
+    encoder_info: Optional[dict[str, Any]] = None
+
+    def stage_state(self, stage: Stage) -> Optional[dict[str, Any]]:
+        return self.stage_states.get(stage.value)
+
+    def to_dict(self) -> dict[str, Any]:
+        payload = {f.name: getattr(self, f.name) for f in fields(self)}
+        payload["stage"] = self.stage.value
+        return {"version": CHECKPOINT_VERSION, **payload}
+
+    @classmethod
+    def from_dict(cls, payload: dict[str, Any], path: Path) -> "RunState":
+        version = payload.get("version") if isinstance(payload, dict) else None
+        if version != CHECKPOINT_VERSION:
+            raise CheckpointError(f"checkpoint {path} has format version {version}, this dsac_ros resumes only "
+                                  f"version {CHECKPOINT_VERSION}: map again without --resume (the old checkpoint "
+                                  "is then replaced)")
+        values = {f.name: payload[f.name] for f in fields(cls) if f.name in payload}
+        return cls(**{**values, "stage": Stage(values["stage"])})
 
 
 class Checkpoints:
@@ -39,13 +99,14 @@ class Checkpoints:
         torch.save(payload, temporary)
         os.replace(temporary, path)
 
-    def save_state(self, state: dict[str, Any]) -> None:
-        self._save(state, self.state_path)
+    def save_state(self, state: RunState) -> None:
+        self._save(state.to_dict(), self.state_path)
 
-    def load_state(self) -> Optional[dict[str, Any]]:
+    def load_state(self) -> Optional[RunState]:
+        """The saved run state, None without a checkpoint; CheckpointError for another format version."""
         if not self.state_path.exists():
             return None
-        return torch.load(self.state_path, map_location="cpu", weights_only=True)
+        return RunState.from_dict(torch.load(self.state_path, map_location="cpu", weights_only=True), self.state_path)
 
     def save_buffer(self, data: MappingBuffer) -> None:
         b = data.buffer

@@ -1,4 +1,4 @@
-"""Where mapping time goes (``StageTimer``) and the progress display over the budget.
+"""Where mapping time goes (``StageTimer``), the run's budget clock, and the progress display.
 """
 
 from __future__ import annotations
@@ -31,20 +31,29 @@ class StageTimer:
         return _Context()
 
 
-class Progress:
-    """One tqdm bar over the whole wall-clock budget (seconds), with stage, loss and validation."""
+class BudgetClock:
+    """Wall time of a mapping run against its budget: what a resumed run had spent, plus this process's."""
 
-    def __init__(self, total_s: float, enabled: bool, start_s: float = 0.0) -> None:
-        from dsac_ros.progress import progress_bar
-
-        self.bar = progress_bar(total=round(total_s), unit="s", disable=not enabled, dynamic_ncols=True, file=sys.stderr,
-                        bar_format=("{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s "
-                                    "[{elapsed}<{remaining}]{postfix}"))
-        self.origin = time.monotonic() - start_s
-        self.stage, self.loss, self.validation = "", None, "-"
+    def __init__(self, total_s: float, spent_s: float = 0.0) -> None:
+        self.total_s = float(total_s)
+        self._origin = time.monotonic() - float(spent_s)
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.origin
+        return time.monotonic() - self._origin
+
+
+class Progress:
+    """One progress bar over the run's budget (seconds), with stage, loss and validation; it reads
+    the run's ``BudgetClock`` and only displays."""
+
+    def __init__(self, clock: BudgetClock, enabled: bool) -> None:
+        from dsac_ros.progress import progress_bar
+
+        self.clock = clock
+        self.bar = progress_bar(total=round(clock.total_s), unit="s", disable=not enabled, dynamic_ncols=True,
+                                file=sys.stderr, bar_format=("{desc} {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s "
+                                                             "[{elapsed}<{remaining}]{postfix}"))
+        self.stage, self.loss, self.validation = "", None, "-"
 
     def update(self, stage: Optional[str] = None, loss: Optional[float] = None,
                validation: Optional[str] = None) -> None:
@@ -57,7 +66,7 @@ class Progress:
             self.validation = validation
         loss_text = "-" if self.loss is None else f"{self.loss:.4g}"
         self.bar.set_postfix_str(f"loss {loss_text}, {self.validation}", refresh=False)
-        self.bar.n = min(self.elapsed(), self.bar.total)
+        self.bar.n = min(self.clock.elapsed(), self.bar.total)
         self.bar.refresh()
 
     def close(self) -> None:

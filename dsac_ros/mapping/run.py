@@ -48,9 +48,9 @@ import torch
 
 from dsac_ros.device import describe_device, resolve_device
 from dsac_ros.encoder_file import calibrate_random_encoder, load_mapping_encoder
-from dsac_ros.mapping.checkpoints import CHECKPOINT_VERSION, Checkpoints
-from dsac_ros.mapping.clock import Progress, StageTimer
-from dsac_ros.mapping.frames import build_buffer, frames_source, scene_center, split_frames
+from dsac_ros.mapping.checkpoints import Checkpoints, RunState, Stage
+from dsac_ros.mapping.clock import BudgetClock, Progress, StageTimer
+from dsac_ros.mapping.frames import MappingBuffer, build_buffer, frames_source, scene_center, split_frames
 from dsac_ros.mapping.options import Budget, MappingError, MappingOptions, split_budget, uses_memory_head
 from dsac_ros.mapping.stages import StageContext, end_to_end_stage, fill_memory, full_training_stage, train_head_stage
 from dsac_ros.mapping.validation import format_validation, validate_head, validate_network
@@ -79,7 +79,8 @@ def map_recording(data: Any, out_path: str | os.PathLike, options: MappingOption
     ``recording_options`` name a bag's topics and frames (``dsac_ros.data.open_recording``).
     With ``resume``, a checkpoint left by an interrupted run of the same output is continued
     (its options are used; the data is read again only in ``full`` mode or without a buffer).
-    Raises MappingError for unusable data or options.
+    Raises MappingError for unusable data or options (CheckpointError for a checkpoint of
+    another format version).
     """
     out_path = Path(out_path)
     checkpoints = Checkpoints(out_path)
@@ -87,74 +88,144 @@ def map_recording(data: Any, out_path: str | os.PathLike, options: MappingOption
     if saved is not None:
         known = {f.name for f in dataclasses.fields(MappingOptions)}
         options = MappingOptions(**{k: tuple(v) if k in ("scale_range",) else v
-                                    for k, v in saved["options"].items() if k in known}
+                                    for k, v in saved.options.items() if k in known}
                                  | {"progress": options.progress, "device": options.device,
                                     "max_steps": options.max_steps, "max_e2e_steps": options.max_e2e_steps})
-        log(f"resuming {checkpoints.directory} at stage {saved['stage']} ({saved['spent_s']:.0f} s spent)")
+        log(f"resuming {checkpoints.directory} at stage {saved.stage.value} ({saved.spent_s:.0f} s spent)")
     elif not resume:
         checkpoints.remove()
     if options.threads:
         torch.set_num_threads(int(options.threads))
-    device = resolve_device(options.device)
-    log(f"mapping on {describe_device(device)}, mode {options.mode}, {options.minutes:g} min budget, "
-        f"end-to-end {'on' if options.end_to_end else 'off'}")
-    timer = StageTimer(saved["timings"] if saved else None)
-    total_s = options.minutes * 60.0
-    progress = Progress(total_s, options.progress, start_s=saved["spent_s"] if saved else 0.0)
+    run = MappingRun(out_path, options, checkpoints, saved, log)
     try:
-        if options.mode == "full":
-            result = _map_full(data, out_path, options, device, timer, progress, checkpoints, saved, log,
-                               recording_options)
-        else:
-            result = _map_head(data, out_path, options, device, timer, progress, checkpoints, saved, log,
-                               recording_options)
+        result = run.map_full(data, recording_options) if options.mode == "full" else \
+            run.map_head(data, recording_options)
     finally:
-        progress.close()
+        run.progress.close()
     if not keep_checkpoint:
         checkpoints.remove()
     return result
 
 
-def _run_info(options: MappingOptions, device: torch.device, source: str) -> dict[str, Any]:
-    return {"mode": options.mode, "network": options.network, "minutes": options.minutes, "end_to_end": options.end_to_end,
-            "device": describe_device(device), "source": source, "options": options.to_dict()}
+class MappingRun:
+    """One mapping run: its options and device, the budget clock, where time goes, the progress
+    display, the checkpoints and the typed ``RunState`` (``None`` until the buffer exists).
 
+    ``map_head`` / ``map_full`` run the stages of their mode from wherever the state stands;
+    each stage's state is checkpointed when it ends (and periodically from inside the stage).
+    """
 
-def _stage_plumbing(record: dict[str, Any], options: MappingOptions, budget: "Budget", progress: Progress,
-                    timer: StageTimer, checkpoints: "Checkpoints", validate: Callable[[], dict[str, Any]]
-                    ) -> tuple[Callable[[Optional[dict[str, Any]]], None], Callable[..., StageContext]]:
-    """(checkpoint, make_context) for a mapping run: checkpoint(stage_state) saves the run record with
-    the current stage's state; make_context(seconds, e2e=False) gives a stage its budget and hooks."""
+    def __init__(self, out_path: Path, options: MappingOptions, checkpoints: Checkpoints,
+                 saved: Optional[RunState], log: Callable[[str], None]) -> None:
+        self.out_path, self.options, self.checkpoints, self.log = out_path, options, checkpoints, log
+        self.saved = saved
+        self.device = resolve_device(options.device)
+        log(f"mapping on {describe_device(self.device)}, mode {options.mode}, {options.minutes:g} min budget, "
+            f"end-to-end {'on' if options.end_to_end else 'off'}")
+        self.timer = StageTimer(saved.timings if saved else None)
+        self.clock = BudgetClock(options.minutes * 60.0, saved.spent_s if saved else 0.0)
+        self.progress = Progress(self.clock, options.progress)
+        self.state: Optional[RunState] = saved
 
-    def checkpoint(stage_state: Optional[dict[str, Any]]) -> None:
-        record[f"{record['stage']}_state"] = stage_state
-        record["spent_s"] = progress.elapsed()
-        record["timings"] = dict(timer.seconds)
-        checkpoints.save_state(record)
+    # --- state and checkpoints ------------------------------------------------------------------
 
-    every = options.validate_every_s or max(20.0, budget.total_s / 6.0)
+    def checkpoint(self, stage_state: Optional[dict[str, Any]]) -> None:
+        """Save the run state with the current stage's state (called by the stages, and at stage ends)."""
+        self.state.stage_states[self.state.stage.value] = stage_state
+        self.state.spent_s = self.clock.elapsed()
+        self.state.timings = dict(self.timer.seconds)
+        self.checkpoints.save_state(self.state)
 
-    def make_context(seconds: float, e2e: bool = False) -> StageContext:
-        max_steps = options.max_e2e_steps if e2e and options.max_e2e_steps is not None else options.max_steps
-        return StageContext(seconds, progress, timer, validate, every, checkpoint, options.checkpoint_every_s,
-                            max_steps)
+    def advance(self, stage: Stage) -> None:
+        self.state.stage = stage
+        self.checkpoints.save_state(self.state)
 
-    return checkpoint, make_context
+    def budget(self) -> Budget:
+        return Budget(**self.saved.budget) if self.saved else \
+            split_budget(self.options.minutes * 60.0, self.clock.elapsed(), self.options)
 
+    def run_stages(self, stages: list[tuple[Stage, Callable[[StageContext, Optional[dict[str, Any]]], dict[str, Any]],
+                                            float, bool]],
+                   validate: Callable[[], dict[str, Any]]) -> None:
+        """Run (stage, train(context, saved stage state) -> stage state, seconds, end_to_end) in order,
+        from the stage the state stands at; each ends with a checkpoint and the next stage."""
+        options = self.options
+        every = options.validate_every_s or max(20.0, self.clock.total_s / 6.0)
+        order = [stage for stage, *_ in stages] + [Stage.DONE]
+        for position, (stage, train, seconds, e2e) in enumerate(stages):
+            if self.state.stage != stage:
+                continue
+            max_steps = options.max_e2e_steps if e2e and options.max_e2e_steps is not None else options.max_steps
+            context = StageContext(seconds, self.progress, self.timer, validate, every, self.checkpoint,
+                                   options.checkpoint_every_s, max_steps)
+            self.checkpoint(train(context, self.state.stage_state(stage)))
+            following = order[position + 1]
+            if following != Stage.DONE and not options.end_to_end:
+                following = Stage.DONE
+            self.advance(following)
 
-def _map_head(data, out_path, options, device, timer, progress, checkpoints, saved, log,
-              recording_options=None) -> MappingResult:
-    encoder, encoder_config, encoder_info = load_mapping_encoder(options.encoder_path)
-    if saved is not None and saved.get("encoder"):
-        # The buffer was made with these weights (a calibrated random encoder differs from a fresh one).
-        encoder.load_state_dict(saved["encoder"])
-        encoder_info = dict(saved.get("encoder_info") or encoder_info)
-    use_depth = options.mode == "rgbd"
-    memory = uses_memory_head(options)
-    data_info: dict[str, Any] = saved["data_info"] if saved else {}
-    buffer_data = checkpoints.load_buffer() if saved else None
-    source = saved["source"] if saved else ""
-    if buffer_data is None:
+    # --- head modes (rgbd, rgb) -----------------------------------------------------------------
+
+    def map_head(self, data: Any, recording_options: Optional[dict[str, Any]]) -> MappingResult:
+        options, device, timer, progress, saved = self.options, self.device, self.timer, self.progress, self.saved
+        encoder, encoder_config, encoder_info = load_mapping_encoder(options.encoder_path)
+        if saved is not None and saved.encoder:
+            # The buffer was made with these weights (a calibrated random encoder differs from a fresh one).
+            encoder.load_state_dict(saved.encoder)
+            encoder_info = dict(saved.encoder_info or encoder_info)
+        use_depth = options.mode == "rgbd"
+        memory = uses_memory_head(options)
+        data_info: dict[str, Any] = saved.data_info if saved else {}
+        buffer_data = self.checkpoints.load_buffer() if saved else None
+        source = saved.source if saved else ""
+        if buffer_data is None:
+            buffer_data, data_info, source = self._buffer(data, recording_options, encoder, encoder_info, use_depth,
+                                                          memory)
+        budget = self.budget()
+        config = {"name": f"{options.network}-head", "encoder": dict(encoder_config),
+                  "head": network_config(options.network)["head"]}
+        if memory:
+            config["head"].update(frames=int(buffer_data.mapping_frames), retrieve_frames=int(options.retrieve_frames),
+                                  cells=max(stop - start for _, _, start, stop in buffer_data.plain_views()))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(options.seed)
+            head = build_head(encoder.feature_channels, config["head"])
+        network = SceneCoordinateNetwork(encoder, head, buffer_data.scene_center_m, config)
+        self.state = self._state(saved, Stage.HEAD, budget, data_info, source)
+        self.state.encoder_info = encoder_info
+        self.state.encoder = {k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()}
+        if saved is None:
+            self.checkpoint(None)  # from here on, --resume finds the buffer and the budget
+
+        for stage in (Stage.E2E, Stage.HEAD):  # the latest weights a checkpoint holds
+            stage_state = self.state.stage_state(stage)
+            if stage_state and stage_state.get("head"):
+                head.load_state_dict(stage_state["head"])
+                break
+
+        def first_stage(context: StageContext, stage_state: Optional[dict[str, Any]]) -> dict[str, Any]:
+            if memory:
+                progress.update(stage="memory")
+                with timer.measure("memory"):
+                    return fill_memory(head, buffer_data, use_depth, self.log)
+            return train_head_stage(head, buffer_data, "coords" if use_depth else "reprojection", options, device,
+                                    context, stage_state)
+
+        self.run_stages([
+            (Stage.HEAD, first_stage, budget.head_s, False),
+            (Stage.E2E, lambda context, stage_state: end_to_end_stage(head, buffer_data, options, device, context,
+                                                                      stage_state), budget.e2e_s, True),
+        ], validate=lambda: validate_head(head, buffer_data, device, max_frames=5))
+        progress.update(stage="final validation")
+        with timer.measure("validation"):
+            final = validate_head(head, buffer_data, device, max_frames=10)
+        progress.update(validation=format_validation(final))
+        return self._save_result(network, encoder_info, budget, final)
+
+    def _buffer(self, data: Any, recording_options: Optional[dict[str, Any]], encoder, encoder_info: dict[str, Any],
+                use_depth: bool, memory: bool) -> tuple[MappingBuffer, dict[str, Any], str]:
+        """Read the frames and encode them into the buffer (checkpointed); -> (buffer, data_info, source)."""
+        options, timer, progress = self.options, self.timer, self.progress
         frames, count, source = frames_source(data, recording_options)
         progress.update(stage="reading")
         mapping, validation, data_info = split_frames(frames, options, timer, keep_depth=use_depth,
@@ -170,80 +241,103 @@ def _map_head(data, out_path, options, device, timer, progress, checkpoints, sav
         progress.update(stage="buffer")
         # A memory head keeps the plain views only (augmented copies would double the search).
         buffer_options = dataclasses.replace(options, augment_passes=1) if memory else options
-        buffer_data = build_buffer(mapping, validation, encoder, buffer_options, device, timer, use_depth,
+        buffer_data = build_buffer(mapping, validation, encoder, buffer_options, self.device, timer, use_depth,
                                    on_view=lambda i, n: progress.update() if i % 10 == 0 else None,
-                                   buffer_seconds=options.buffer_fraction * options.minutes * 60.0 - progress.elapsed())
+                                   buffer_seconds=options.buffer_fraction * options.minutes * 60.0 - self.clock.elapsed())
         del mapping, validation
         data_info.update(mapping_frames=buffer_data.mapping_frames, validation_frames=len(buffer_data.validation),
                          buffer_rows=len(buffer_data.buffer), views=len(buffer_data.view_rows),
                          rows_with_depth=int(buffer_data.buffer.has_depth().sum()))
         data_info["passes"] = int(buffer_data.view_pass.max()) + 1
-        log(f"buffer: {data_info['mapping_frames']} mapping frames x {data_info['passes']} views = "
-            f"{data_info['buffer_rows']} rows; {data_info['validation_frames']} frames held out")
+        self.log(f"buffer: {data_info['mapping_frames']} mapping frames x {data_info['passes']} views = "
+                 f"{data_info['buffer_rows']} rows; {data_info['validation_frames']} frames held out")
         with timer.measure("checkpoint"):
-            checkpoints.save_buffer(buffer_data)
-    budget = Budget(**saved["budget"]) if saved else split_budget(options.minutes * 60.0, progress.elapsed(), options)
-    config = {"name": f"{options.network}-head", "encoder": dict(encoder_config),
-              "head": network_config(options.network)["head"]}
-    if memory:
-        config["head"].update(frames=int(buffer_data.mapping_frames), retrieve_frames=int(options.retrieve_frames),
-                              cells=max(stop - start for _, _, start, stop in buffer_data.plain_views()))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(options.seed)
-        head = build_head(encoder.feature_channels, config["head"])
-    network = SceneCoordinateNetwork(encoder, head, buffer_data.scene_center_m, config)
-    record: dict[str, Any] = saved or {"stage": "head", "head_state": None, "e2e_state": None}
-    record.update(options=options.to_dict(), budget=dataclasses.asdict(budget), data_info=data_info,
-                  source=source, version=CHECKPOINT_VERSION, encoder_info=encoder_info,
-                  encoder={k: v.detach().cpu().clone() for k, v in encoder.state_dict().items()})
+            self.checkpoints.save_buffer(buffer_data)
+        return buffer_data, data_info, source
 
-    checkpoint, make_context = _stage_plumbing(record, options, budget, progress, timer, checkpoints,
-                                               lambda: validate_head(head, buffer_data, device, max_frames=5))
+    # --- full mode ------------------------------------------------------------------------------
 
-    if saved is None:
-        checkpoint(None)  # from here on, --resume finds the buffer and the budget
+    def map_full(self, data: Any, recording_options: Optional[dict[str, Any]]) -> MappingResult:
+        """Full mode: whole network on whole images (stage 1), then optional end-to-end (stage 2)."""
+        from dsac_ros.network import build_network
 
-    for key in ("e2e_state", "head_state"):  # the latest weights a checkpoint holds
-        if record.get(key) and record[key].get("head"):
-            head.load_state_dict(record[key]["head"])
-            break
-    if record["stage"] == "head":
-        loss_kind = "coords" if use_depth else "reprojection"
-        if memory:
-            progress.update(stage="memory")
-            with timer.measure("memory"):
-                stage_state = fill_memory(head, buffer_data, use_depth, log)
+        options, device, timer, progress = self.options, self.device, self.timer, self.progress
+        frames, count, source = frames_source(data, recording_options)
+        progress.update(stage="reading")
+        mapping, validation, data_info = split_frames(frames, options, timer, keep_depth=True)
+        data_info.update(mapping_frames=len(mapping), validation_frames=len(validation))
+        center = scene_center(mapping, any(d is not None for d in mapping.depth_m))
+        if options.encoder_path:
+            encoder, encoder_config, encoder_info = load_mapping_encoder(options.encoder_path)
+            head_config = network_config(options.network)["head"]
+            config = {"name": f"full-{options.network}", "encoder": dict(encoder_config), "head": head_config}
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(options.seed)
+                head = build_head(encoder.feature_channels, head_config)
+            network = SceneCoordinateNetwork(encoder, head, center, config)
         else:
-            stage_state = train_head_stage(head, buffer_data, loss_kind, options, device,
-                                           make_context(budget.head_s), record.get("head_state"))
-        checkpoint(stage_state)
-        record["stage"] = "e2e" if options.end_to_end else "done"
-        checkpoints.save_state(record)
-    if record["stage"] == "e2e":
-        stage_state = end_to_end_stage(head, buffer_data, options, device, make_context(budget.e2e_s, True),
-                                       record.get("e2e_state"))
-        checkpoint(stage_state)
-        record["stage"] = "done"
-        checkpoints.save_state(record)
-    progress.update(stage="final validation")
-    with timer.measure("validation"):
-        final = validate_head(head, buffer_data, device, max_frames=10)
-    progress.update(validation=format_validation(final))
-    training = _training_record(options, device, source, encoder_info, data_info, budget, timer, record, final,
-                                progress.elapsed())
-    return _save_result(out_path, network, options, training, timer, final, log)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(options.seed)
+                network = build_network(options.network, center)
+            encoder_info = {"encoder": f"trained from scratch ({options.network})", "encoder_sha256": ""}
+        budget = self.budget()
+        self.state = self._state(self.saved, Stage.FULL, budget, data_info, source)
 
+        for stage in (Stage.FULL_E2E, Stage.FULL):
+            stage_state = self.state.stage_state(stage)
+            if stage_state and stage_state.get("network"):
+                network.load_state_dict(stage_state["network"])
+                break
 
-def _save_result(out_path, network, options, training, timer, final, log) -> MappingResult:
-    """Write the map file (CPU, eval mode) with its training record; the record gets the final timings."""
-    from dsac_ros.mapfile import save_map
+        def train(end_to_end: bool):
+            return lambda context, stage_state: full_training_stage(network, mapping, options, device, context,
+                                                                    end_to_end, stage_state)
 
-    with timer.measure("save"):
-        network.cpu().eval()
-        save_map(out_path, network, options.input_height_px, DEFAULT_NORMALIZATION, training)
-    training["timings_s"] = {k: round(v, 2) for k, v in timer.seconds.items()}
-    log(f"map written to {out_path}: {json.dumps(final)}")
-    return MappingResult(out_path, network, training)
+        self.run_stages([(Stage.FULL, train(False), budget.head_s, False),
+                         (Stage.FULL_E2E, train(True), budget.e2e_s, True)],
+                        validate=lambda: validate_network(network, validation, options, device, max_frames=5))
+        progress.update(stage="final validation")
+        with timer.measure("validation"):
+            final = validate_network(network, validation, options, device, max_frames=10)
+        return self._save_result(network, encoder_info, budget, final)
+
+    # --- the result -----------------------------------------------------------------------------
+
+    def _state(self, saved: Optional[RunState], first: Stage, budget: Budget, data_info: dict[str, Any],
+               source: str) -> RunState:
+        """The saved state brought up to date, or a fresh one at the mode's first stage."""
+        state = saved or RunState(stage=first, options={}, budget={}, data_info={}, source="")
+        state.options, state.budget = self.options.to_dict(), dataclasses.asdict(budget)
+        state.data_info, state.source = data_info, source
+        return state
+
+    def _save_result(self, network: SceneCoordinateNetwork, encoder_info: dict[str, Any], budget: Budget,
+                     final: dict[str, Any]) -> MappingResult:
+        """Write the map file (CPU, eval mode) with its training record; the record gets the final timings."""
+        from dsac_ros.mapfile import save_map
+
+        training = self._training_record(encoder_info, budget, final)
+        with self.timer.measure("save"):
+            network.cpu().eval()
+            save_map(self.out_path, network, self.options.input_height_px, DEFAULT_NORMALIZATION, training)
+        training["timings_s"] = {k: round(v, 2) for k, v in self.timer.seconds.items()}
+        self.log(f"map written to {self.out_path}: {json.dumps(final)}")
+        return MappingResult(self.out_path, network, training)
+
+    def _training_record(self, encoder_info: dict[str, Any], budget: Budget, final: dict[str, Any]) -> dict[str, Any]:
+        options, state = self.options, self.state
+        training = {"mode": options.mode, "network": options.network, "minutes": options.minutes,
+                    "end_to_end": options.end_to_end, "device": describe_device(self.device), "source": state.source,
+                    "options": options.to_dict()}
+        training.update(encoder_info)
+        training.update(data=state.data_info, budget_s=dataclasses.asdict(budget),
+                        stages={"head": _stage_summary(state.stage_state(Stage.HEAD)),
+                                "end_to_end": _stage_summary(state.stage_state(Stage.E2E)),
+                                "full": _stage_summary(state.stage_state(Stage.FULL)),
+                                "full_end_to_end": _stage_summary(state.stage_state(Stage.FULL_E2E))},
+                        validation=final, wall_seconds=round(self.clock.elapsed(), 1),
+                        timings_s={k: round(v, 2) for k, v in self.timer.seconds.items()})
+        return training
 
 
 def _stage_summary(state: Optional[dict[str, Any]]) -> dict[str, Any]:
@@ -258,73 +352,3 @@ def _stage_summary(state: Optional[dict[str, Any]]) -> dict[str, Any]:
             "early_loss": float(np.mean(values[:window])) if values else None,
             "late_loss": float(np.mean(values[-window:])) if values else None,
             "skipped": int(state.get("skipped", 0)), "validations": state.get("validations", [])}
-
-
-def _training_record(options, device, source, encoder_info, data_info, budget, timer, record, final,
-                     elapsed_s) -> dict[str, Any]:
-    training = _run_info(options, device, source)
-    training.update(encoder_info)
-    training.update(data=data_info, budget_s=dataclasses.asdict(budget),
-                    stages={"head": _stage_summary(record.get("head_state")),
-                            "end_to_end": _stage_summary(record.get("e2e_state")),
-                            "full": _stage_summary(record.get("full_state")),
-                            "full_end_to_end": _stage_summary(record.get("full_e2e_state"))},
-                    validation=final, wall_seconds=round(elapsed_s, 1),
-                    timings_s={k: round(v, 2) for k, v in timer.seconds.items()})
-    return training
-
-
-def _map_full(data, out_path, options, device, timer, progress, checkpoints, saved, log,
-              recording_options=None) -> MappingResult:
-    """Full mode: whole network on whole images (stage 1), then optional end-to-end (stage 2)."""
-    from dsac_ros.network import build_network
-
-    frames, count, source = frames_source(data, recording_options)
-    progress.update(stage="reading")
-    mapping, validation, data_info = split_frames(frames, options, timer, keep_depth=True)
-    data_info.update(mapping_frames=len(mapping), validation_frames=len(validation))
-    center = scene_center(mapping, any(d is not None for d in mapping.depth_m))
-    if options.encoder_path:
-        encoder, encoder_config, encoder_info = load_mapping_encoder(options.encoder_path)
-        head_config = network_config(options.network)["head"]
-        config = {"name": f"full-{options.network}", "encoder": dict(encoder_config), "head": head_config}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(options.seed)
-            head = build_head(encoder.feature_channels, head_config)
-        network = SceneCoordinateNetwork(encoder, head, center, config)
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(options.seed)
-            network = build_network(options.network, center)
-        encoder_info = {"encoder": f"trained from scratch ({options.network})", "encoder_sha256": ""}
-    budget = Budget(**saved["budget"]) if saved else split_budget(options.minutes * 60.0, progress.elapsed(), options)
-    record: dict[str, Any] = saved or {"stage": "full", "full_state": None, "full_e2e_state": None}
-    record.update(options=options.to_dict(), budget=dataclasses.asdict(budget), data_info=data_info, source=source,
-                  version=CHECKPOINT_VERSION)
-
-    checkpoint, make_context = _stage_plumbing(
-        record, options, budget, progress, timer, checkpoints,
-        lambda: validate_network(network, validation, options, device, max_frames=5))
-
-    for key in ("full_e2e_state", "full_state"):
-        if record.get(key) and record[key].get("network"):
-            network.load_state_dict(record[key]["network"])
-            break
-    if record["stage"] == "full":
-        stage_state = full_training_stage(network, mapping, options, device, make_context(budget.head_s),
-                                          False, record.get("full_state"))
-        checkpoint(stage_state)
-        record["stage"] = "full_e2e" if options.end_to_end else "done"
-        checkpoints.save_state(record)
-    if record["stage"] == "full_e2e":
-        stage_state = full_training_stage(network, mapping, options, device, make_context(budget.e2e_s, True),
-                                          True, record.get("full_e2e_state"))
-        checkpoint(stage_state)
-        record["stage"] = "done"
-        checkpoints.save_state(record)
-    progress.update(stage="final validation")
-    with timer.measure("validation"):
-        final = validate_network(network, validation, options, device, max_frames=10)
-    training = _training_record(options, device, source, encoder_info, data_info, budget, timer, record, final,
-                                progress.elapsed())
-    return _save_result(out_path, network, options, training, timer, final, log)

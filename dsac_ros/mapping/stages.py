@@ -95,6 +95,7 @@ class _StageRun:
         if "optimizer" in state:
             optimizer.load_state_dict(state["optimizer"])
         self._start, self._before = time.monotonic(), state["elapsed_s"]
+        self.running: Optional[float] = None
         self._last = {"validation": state["elapsed_s"], "checkpoint": state["elapsed_s"]}
 
     def elapsed(self) -> float:
@@ -115,6 +116,14 @@ class _StageRun:
         self.state.update(copy.deepcopy(self.weights()), optimizer=self.optimizer.state_dict(),
                           sampler=self.sampler.state(), elapsed_s=self.elapsed())
         return self.state
+
+    def log_loss(self, value: float, digits: int, every_step: bool = True) -> None:
+        """Record a step's loss: the running mean (0.95 EMA) for the display and, unless only
+        tracking (every_step False: the head stage logs one step in 20), the (step, loss) pair."""
+        self.running = value if self.running is None else 0.95 * self.running + 0.05 * value
+        if every_step:
+            self.state["losses"].append((self.state["step"], round(value, digits)))
+            self.context.progress.update(loss=self.running)
 
     def periodic(self) -> None:
         """Validation and checkpointing (after a snapshot) when their intervals have passed."""
@@ -157,7 +166,6 @@ def train_head_stage(head: Head, data: MappingBuffer, loss_kind: str, options: M
     on_device = buffer.to(device) if device.type != "cpu" else buffer
     batch = min(options.batch_size, len(usable))
     context.progress.update(stage=f"head ({loss_kind})")
-    running = None
     while not run.finished():
         progress = run.progress()
         for group in optimizer.param_groups:
@@ -178,11 +186,7 @@ def train_head_stage(head: Head, data: MappingBuffer, loss_kind: str, options: M
         optimizer.step()
         context.timer.add("head_steps", time.perf_counter() - step_start)
         state["step"] += 1
-        value = float(loss.detach())
-        running = value if running is None else 0.95 * running + 0.05 * value
-        if state["step"] % 20 == 1:
-            state["losses"].append((state["step"], round(value, 6)))
-            context.progress.update(loss=running)
+        run.log_loss(float(loss.detach()), 6, every_step=state["step"] % 20 == 1)
         if state["step"] % 20 == 0:
             run.periodic()
     run.snapshot()
@@ -253,7 +257,6 @@ def end_to_end_stage(head: Head, data: MappingBuffer, options: MappingOptions, d
                            max_refinement_iterations=options.e2e_refinement_iterations)
     rng = torch.Generator().manual_seed(options.seed + 3 + state["step"])
     context.progress.update(stage="end-to-end")
-    running = None
     while not run.finished():
         step_start = time.perf_counter()
         view = int(sampler.next(1)[0])
@@ -263,9 +266,7 @@ def end_to_end_stage(head: Head, data: MappingBuffer, options: MappingOptions, d
         if value is None:
             state["skipped"] += 1
         else:
-            running = value if running is None else 0.95 * running + 0.05 * value
-            state["losses"].append((state["step"], round(value, 4)))
-            context.progress.update(loss=running)
+            run.log_loss(value, 4)
         if state["step"] % 5 == 0:
             run.periodic()
     run.snapshot()
@@ -338,7 +339,6 @@ def full_training_stage(network: SceneCoordinateNetwork, mapping: FrameRecordSet
                            max_refinement_iterations=options.e2e_refinement_iterations)
     use_depth = options.mode != "rgb" and any(d is not None for d in mapping.depth_m)
     context.progress.update(stage="full: end-to-end" if end_to_end else "full: network")
-    running = None
     while not run.finished():
         progress = run.progress()
         step_start = time.perf_counter()
@@ -370,9 +370,7 @@ def full_training_stage(network: SceneCoordinateNetwork, mapping: FrameRecordSet
             if end_to_end:
                 nn.utils.clip_grad_norm_(network.parameters(), 1.0)
             optimizer.step()
-            running = value if running is None else 0.95 * running + 0.05 * value
-            state["losses"].append((state["step"], round(value, 5)))
-            context.progress.update(loss=running)
+            run.log_loss(value, 5)
         else:
             state["skipped"] += 1
         context.timer.add("full_e2e_steps" if end_to_end else "full_steps", time.perf_counter() - step_start)

@@ -53,6 +53,11 @@ def one_cycle_lr(progress: float, options: HeadTrainingOptions) -> float:
     return options.lr_min + 0.5 * (options.lr_max - options.lr_min) * (1.0 + math.cos(math.pi * decay))
 
 
+def annealed_clamp_px(progress: float, options: HeadTrainingOptions) -> float:
+    """ACE's reprojection clamp at ``progress`` in [0, 1]: geometric from clamp_start_px to clamp_end_px."""
+    return options.clamp_start_px * (options.clamp_end_px / options.clamp_start_px) ** progress
+
+
 def coords_loss(pred_world_m: torch.Tensor, target_world_m: torch.Tensor) -> torch.Tensor:
     """Mean Euclidean distance (m). pred, target: (B, 3); rows with a NaN target are ignored."""
     valid = torch.isfinite(target_world_m).all(dim=1)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 import dsac_ros
+from dsac_ros.atomic import write_atomically
 from dsac_ros.network import (DEFAULT_INPUT_HEIGHT_PX, DEFAULT_NORMALIZATION, OUTPUT_STRIDE,
                               SceneCoordinateNetwork, build_network, network_config)
 
@@ -114,13 +115,8 @@ def save_map(path: str | os.PathLike, network: SceneCoordinateNetwork,
              input_height_px: int = DEFAULT_INPUT_HEIGHT_PX, normalization: dict[str, Any] | None = None,
              training: dict[str, Any] | None = None) -> Path:
     """Write a map file atomically (temporary file + rename: a crash never leaves half a map)."""
-    path = Path(path)
     payload = map_to_dict(network, input_height_px, normalization, training)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".partial")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
-    return path
+    return write_atomically(path, lambda temporary: torch.save(payload, temporary))
 
 
 def _read_payload(path: Path) -> Any:

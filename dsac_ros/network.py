@@ -278,15 +278,21 @@ def to_gray_resized(image_rgb: np.ndarray, input_size: tuple[int, int]) -> np.nd
 
 def normalize_gray(gray_u8, normalization: dict[str, Any] = DEFAULT_NORMALIZATION) -> torch.Tensor:
     """(..., h, w) uint8 grayscale (numpy or tensor) -> float32 tensor (x / 255 - mean) / std."""
-    gray = torch.as_tensor(gray_u8)
-    return (gray.to(torch.float32) / 255.0 - float(normalization["mean"])) / float(normalization["std"])
+    return normalize_unit_gray(torch.as_tensor(gray_u8).to(torch.float32) / 255.0, normalization)
+
+
+def normalize_unit_gray(gray_01, normalization: dict[str, Any] = DEFAULT_NORMALIZATION) -> torch.Tensor:
+    """(..., h, w) float32 grayscale in [0, 1] (numpy or tensor; e.g. an augmented view) -> the
+    network's normalised input. The one place normalisation happens, for mapping and localisation."""
+    return (torch.as_tensor(gray_01) - float(normalization["mean"])) / float(normalization["std"])
 
 
 def prepare_input(image_rgb: np.ndarray, input_height_px: int,
                   normalization: dict[str, Any] = DEFAULT_NORMALIZATION) -> NetworkInput:
     """(H, W, 3) uint8 RGB (or (H, W) gray) -> NetworkInput with a (1, 1, h, w) normalised tensor (CPU).
 
-    Mapping and localisation must both go through this, so the network always sees the same
+    Localisation goes through this; mapping's views (``dsac_ros.mapping.views``) use the same two
+    steps, ``to_gray_resized`` and ``normalize_unit_gray``, so the network always sees the same
     resizing and normalisation.
     """
     height, width = image_rgb.shape[:2]

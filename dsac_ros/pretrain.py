@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from dsac_ros.atomic import write_atomically
 from dsac_ros.camera import Intrinsics
 from dsac_ros.encoder_file import ENCODER_FORMAT, ENCODER_FORMAT_VERSION, EncoderFileError, load_encoder, state_digest
 from dsac_ros.geometry import invert_pose, transform_points
@@ -126,10 +126,10 @@ def render_room(seed: int, views: int, size: tuple[int, int], cache_dir: Optiona
     centre = 0.5 * (np.asarray(scene.room_min_m) + np.asarray(scene.room_max_m))
     room = RoomData(np.stack(grays), np.stack(depths), poses.astype(np.float32), intrinsics, centre.astype(np.float32))
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, gray=room.gray, depth_m=room.depth_m, world_T_cam=room.world_T_cam, centre_m=room.centre_m)
-        os.replace(tmp, path)
+        # np.savez appends .npz to a name without it: the temporary name keeps the suffix.
+        write_atomically(path, lambda tmp: np.savez(tmp, gray=room.gray, depth_m=room.depth_m,
+                                                    world_T_cam=room.world_T_cam, centre_m=room.centre_m),
+                         suffix=".tmp.npz")
     return room
 
 
@@ -334,9 +334,7 @@ def pretrain(out_dir: Path, config: PretrainConfig, hours: float, device: torch.
                    "step": step, "elapsed_s": elapsed_s, "commit": commit}
         if continued_from is not None:
             payload["continued_from"] = continued_from
-        tmp = checkpoint_path.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, checkpoint_path)
+        write_atomically(checkpoint_path, lambda tmp: torch.save(payload, tmp), suffix=".tmp")
 
     # The code that trains from here on: recorded in every checkpoint this session writes.
     commit = _git_commit()

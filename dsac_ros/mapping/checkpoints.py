@@ -8,7 +8,6 @@ is refused with the reason.
 
 from __future__ import annotations
 
-import os
 import shutil
 from dataclasses import dataclass, field, fields
 from enum import Enum
@@ -22,6 +21,7 @@ from dsac_ros.buffer import PixelBuffer
 from dsac_ros.camera import Intrinsics
 from dsac_ros.mapping.frames import MappingBuffer
 from dsac_ros.mapping.options import MappingError
+from dsac_ros.atomic import write_atomically
 
 
 CHECKPOINT_VERSION = 2
@@ -94,10 +94,7 @@ class Checkpoints:
         return self.directory / "buffer.pt"
 
     def _save(self, payload: Any, path: Path) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(path.name + ".partial")
-        torch.save(payload, temporary)
-        os.replace(temporary, path)
+        write_atomically(path, lambda temporary: torch.save(payload, temporary))
 
     def save_state(self, state: RunState) -> None:
         self._save(state.to_dict(), self.state_path)

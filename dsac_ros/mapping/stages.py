@@ -16,7 +16,7 @@ from torch import nn
 
 from dsac_ros.buffer import cell_targets
 from dsac_ros.dsac import RansacOptions, expected_pose_loss
-from dsac_ros.head_training import (HeadTrainingOptions, coords_loss, head_forward_flat, one_cycle_lr,
+from dsac_ros.head_training import (HeadTrainingOptions, annealed_clamp_px, coords_loss, head_forward_flat, one_cycle_lr,
                                     reprojection_loss)
 from dsac_ros.mapping.clock import Progress, StageTimer
 from dsac_ros.mapping.frames import FrameRecordSet, MappingBuffer
@@ -178,7 +178,7 @@ def train_head_stage(head: Head, data: MappingBuffer, loss_kind: str, options: M
             loss = coords_loss(pred, on_device.coords_world_m[pick])
         else:
             views = on_device.frame_index[pick].long()
-            clamp = schedule.clamp_start_px * (schedule.clamp_end_px / schedule.clamp_start_px) ** progress
+            clamp = annealed_clamp_px(progress, schedule)
             loss = reprojection_loss(pred, on_device.pixels_xy[pick], on_device.cam_T_world[views],
                                      on_device.intrinsics_K[views], clamp, schedule)
         optimizer.zero_grad(set_to_none=True)
@@ -356,7 +356,7 @@ def full_training_stage(network: SceneCoordinateNetwork, mapping: FrameRecordSet
                 target = cell_targets(mapping.depth_m[index].astype(np.float32), pose, intrinsics, pixels)
                 loss = coords_loss(coords, torch.as_tensor(target, device=device))
             else:
-                clamp = schedule.clamp_start_px * (schedule.clamp_end_px / schedule.clamp_start_px) ** progress
+                clamp = annealed_clamp_px(progress, schedule)
                 n = len(pixels)
                 cam_T_world = torch.as_tensor(np.linalg.inv(pose), dtype=torch.float32, device=device).expand(n, 4, 4)
                 K = torch.as_tensor(intrinsics.K, dtype=torch.float32, device=device).expand(n, 3, 3)

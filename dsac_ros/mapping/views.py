@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from dsac_ros.mapping.options import MappingOptions
-from dsac_ros.network import DEFAULT_NORMALIZATION, OUTPUT_STRIDE
+from dsac_ros.network import DEFAULT_NORMALIZATION, OUTPUT_STRIDE, normalize_unit_gray
 
 
 @dataclass
@@ -95,6 +95,5 @@ def make_view(gray_input: np.ndarray, image_size: tuple[int, int], rng: Optional
     img_w, img_h = image_size
     inside = ((pixels[:, 0] >= -0.5) & (pixels[:, 0] <= img_w - 0.5)
               & (pixels[:, 1] >= -0.5) & (pixels[:, 1] <= img_h - 0.5))
-    mean, std = float(normalization["mean"]), float(normalization["std"])
-    tensor = (torch.from_numpy(np.ascontiguousarray(image)) - mean) / std
+    tensor = normalize_unit_gray(torch.from_numpy(np.ascontiguousarray(image)), normalization)
     return AugmentedView(tensor[None, None].contiguous(), pixels, inside)

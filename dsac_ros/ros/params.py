@@ -11,7 +11,7 @@ config/localize.yaml carries the same names and defaults.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Optional
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
@@ -34,6 +34,8 @@ class ParameterSpec:
     range: Optional[tuple] = None  # (from, to) inclusive
     read_only: bool = False
     choices: Optional[tuple] = None
+    # The RansacOptions field the parameter sets (``ransac.*`` parameters); 0 for inlier_beta = None.
+    ransac_field: Optional[str] = None
 
     def descriptor(self) -> ParameterDescriptor:
         descriptor = ParameterDescriptor(name=self.name, description=self.description, read_only=self.read_only)
@@ -60,15 +62,17 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "training height", range=(0, 4096), read_only=True),
     ParameterSpec("retrieve_frames", 0, "memory maps: mapping frames searched per image; 0 = the map's own "
                   "(8); fewer is faster and less accurate", range=(0, 256)),
-    ParameterSpec("ransac.hypotheses", 64, "pose hypotheses per frame (DSAC*/ACE 64, DSAC 256)", range=(1, 4096)),
+    ParameterSpec("ransac.hypotheses", 64, "pose hypotheses per frame (DSAC*/ACE 64, DSAC 256)", range=(1, 4096),
+                  ransac_field="hypotheses"),
     ParameterSpec("ransac.inlier_threshold_px", 10.0, "reprojection error below which a correspondence is an "
                   f"inlier (tau), pixels; below the {MAX_RESIDUAL_PX:g} px residual clamp",
-                  range=(0.1, MAX_RESIDUAL_PX - 1.0)),
+                  range=(0.1, MAX_RESIDUAL_PX - 1.0), ransac_field="inlier_threshold_px"),
     ParameterSpec("ransac.inlier_beta", 0.0, "softness of the soft inlier count, 1/px; 0 = 5 / inlier_threshold_px",
-                  range=(0.0, 100.0)),
-    ParameterSpec("ransac.score_alpha", 100.0, "scale of the soft inlier score (DSAC* alpha)", range=(0.01, 10000.0)),
+                  range=(0.0, 100.0), ransac_field="inlier_beta"),
+    ParameterSpec("ransac.score_alpha", 100.0, "scale of the soft inlier score (DSAC* alpha)", range=(0.01, 10000.0),
+                  ransac_field="score_alpha"),
     ParameterSpec("ransac.max_refinement_iterations", 100, "cap on re-fitting the selected hypothesis on its inliers",
-                  range=(0, 1000)),
+                  range=(0, 1000), ransac_field="max_refinement_iterations"),
     ParameterSpec("min_inliers", 50, "a pose is published only with at least this many inliers", range=(4, 1000000)),
     ParameterSpec("min_inlier_ratio", 0.1, "... and at least this fraction of correspondences being inliers",
                   range=(0.0, 1.0)),
@@ -143,11 +147,7 @@ class NodeSettings:
     device: str
     input_height_px: int
     retrieve_frames: int
-    hypotheses: int
-    inlier_threshold_px: float
-    inlier_beta: float
-    score_alpha: float
-    max_refinement_iterations: int
+    ransac: RansacOptions  # from the ransac.* parameters (ParameterSpec.ransac_field)
     min_inliers: int
     min_inlier_ratio: float
     map_frame: str
@@ -169,9 +169,7 @@ class NodeSettings:
         v = {spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS}
         return cls(
             map_path=v["map_path"], device=v["device"], input_height_px=v["input_height_px"],
-            retrieve_frames=v["retrieve_frames"], hypotheses=v["ransac.hypotheses"], inlier_threshold_px=v["ransac.inlier_threshold_px"],
-            inlier_beta=v["ransac.inlier_beta"], score_alpha=v["ransac.score_alpha"],
-            max_refinement_iterations=v["ransac.max_refinement_iterations"],
+            retrieve_frames=v["retrieve_frames"], ransac=ransac_from_parameters(v),
             min_inliers=v["min_inliers"], min_inlier_ratio=v["min_inlier_ratio"],
             map_frame=v["map_frame"].lstrip("/"), odom_frame=v["odom_frame"].lstrip("/"),
             base_frame=v["base_frame"].lstrip("/"), camera_frame=v["camera_frame"].lstrip("/"),
@@ -183,8 +181,15 @@ class NodeSettings:
     def ransac_options(self, seed: Optional[int] = None) -> RansacOptions:
         """RansacOptions for one frame; the node applies min_inliers itself, so the core's own
         floor stays at its default unless ours is lower."""
-        return RansacOptions(
-            hypotheses=self.hypotheses, inlier_threshold_px=self.inlier_threshold_px,
-            inlier_beta=self.inlier_beta if self.inlier_beta > 0 else None, score_alpha=self.score_alpha,
-            max_refinement_iterations=self.max_refinement_iterations,
-            min_inliers=min(RansacOptions().min_inliers, self.min_inliers), seed=seed)
+        return replace(self.ransac, min_inliers=min(RansacOptions().min_inliers, self.min_inliers), seed=seed)
+
+
+def ransac_from_parameters(values: dict[str, Any]) -> RansacOptions:
+    """RansacOptions from {parameter name: value}: each ``ransac.*`` spec names the field it sets."""
+    changes = {}
+    for spec in PARAMETERS:
+        if spec.ransac_field is not None:
+            value = values[spec.name]
+            # 0 means "derive it" for inlier_beta (5 / inlier_threshold_px), which RansacOptions spells None.
+            changes[spec.ransac_field] = None if spec.ransac_field == "inlier_beta" and not value > 0 else value
+    return RansacOptions(**changes)

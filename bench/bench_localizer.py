@@ -26,14 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dsac_ros.data.scenes import get_scene  # noqa: E402
-from dsac_ros.dsac import RansacOptions  # noqa: E402
-from dsac_ros.geometry import pose_errors, transform_points  # noqa: E402
-from dsac_ros.localizer import Localizer  # noqa: E402
-from dsac_ros.mapfile import SceneMap  # noqa: E402
-from dsac_ros.network import (NETWORK_CONFIGS, backproject_depth_at, build_network,  # noqa: E402
+from dsac_ros.data.scenes import get_scene
+from dsac_ros.dsac import RansacOptions
+from dsac_ros.geometry import pose_errors, transform_points
+from dsac_ros.localizer import Localizer
+from dsac_ros.mapfile import SceneMap
+from dsac_ros.network import (NETWORK_CONFIGS, backproject_depth_at, build_network,
                               prepare_input)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "localizer.json"

@@ -5,11 +5,9 @@ bench/results/mapping.json and a printed table. `--minutes` and `--scenes` for s
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dsac_ros.benchmarks import mapping  # noqa: E402
+from dsac_ros.benchmarks import mapping
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)

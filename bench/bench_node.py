@@ -27,20 +27,18 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "test"))
 
-import rclpy  # noqa: E402
-from geometry_msgs.msg import PoseStamped  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
+import rclpy
+from geometry_msgs.msg import PoseStamped
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, Image
 
-from dsac_ros.data.images import encode_image  # noqa: E402
-from dsac_ros.data.scenes import get_scene  # noqa: E402
-from dsac_ros.msg import LocalizationStatus  # noqa: E402
-from dsac_ros.ros.conversions import ns_to_stamp, stamp_to_ns  # noqa: E402
-from dsac_ros.ros.node import sensor_qos  # noqa: E402
+from dsac_ros.data.images import encode_image
+from dsac_ros.data.scenes import get_scene
+from dsac_ros.msg import LocalizationStatus
+from dsac_ros.ros.conversions import ns_to_stamp, stamp_to_ns
+from dsac_ros.ros.node import sensor_qos
 
 NAMESPACE = "/bench"
 # Raw 640 x 480 rgb8 images are 0.9 MB: with Fast DDS's default shared-memory segment (0.5 MB) and
@@ -84,7 +82,7 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def default_map_path() -> Path:
-    from fixtures_maps import build_tiny_map  # the test suite's cached map of the tiny scene
+    from dsac_ros.benchmarks.tiny_map import build_tiny_map  # the test suite's cached map of the tiny scene
 
     return Path(build_tiny_map())
 
@@ -107,7 +105,7 @@ def main() -> int:
 
     # The frames the test map was fitted on, rendered at the benchmark size: they localise, so
     # every frame yields a pose (the map is small; its accuracy is not what is measured here).
-    from fixtures_maps import FIT_STRIDE
+    from dsac_ros.benchmarks.tiny_map import FIT_STRIDE
 
     scene = get_scene("tiny")
     frames = list(scene.render_frames("mapping", width_px=args.width, height_px=args.height, stride=FIT_STRIDE))

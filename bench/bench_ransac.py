@@ -3,11 +3,9 @@
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dsac_ros.benchmarks import ransac  # noqa: E402
+from dsac_ros.benchmarks import ransac
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)

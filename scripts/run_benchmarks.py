@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""`make bench`: every benchmark under bench/, one after another (JSON in bench/results/).
+"""`make bench`: every benchmark of dsac_ros.benchmarks.BENCHMARKS, one after another (JSON in bench/results/).
 
 Pass names to run a subset: `make bench BENCH="ransac localizer"`. The mapping benchmark takes
-about 10 minutes per scene and mode on this CPU; it runs last.
+about 10 minutes per scene and mode on this CPU, the tolerance audit about 10 minutes.
 """
 
 from __future__ import annotations
@@ -13,15 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+from dsac_ros.benchmarks import BENCHMARKS, script_path
+
 REPO = Path(__file__).resolve().parents[1]
-BENCHMARKS = {
-    "synth": ["bench/bench_synth.py"],
-    "ransac": ["bench/bench_ransac.py", "--json", "bench/results/ransac.json"],
-    "localizer": ["bench/bench_localizer.py"],
-    "node": ["bench/bench_node.py"],
-    "mapping": ["bench/bench_mapping.py"],
-    "tolerances": ["bench/bench_tolerances.py"],
-}
 
 
 def main() -> int:
@@ -34,7 +28,7 @@ def main() -> int:
     for name in names:
         print(f"\n== bench {name}", flush=True)
         start = time.monotonic()
-        result = subprocess.run([sys.executable, *BENCHMARKS[name]], cwd=REPO)
+        result = subprocess.run([sys.executable, script_path(name), *BENCHMARKS[name].make_args], cwd=REPO)
         print(f"   [{time.monotonic() - start:.0f} s, exit {result.returncode}]", flush=True)
         if result.returncode:
             failed.append(name)

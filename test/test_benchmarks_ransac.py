@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 
-from dsac_ros.benchmarks import cli as bench_cli
+from dsac_ros.cli import bench as bench_cli
 from dsac_ros.benchmarks.ransac import make_problem
 from dsac_ros.geometry import invert_pose, project_points, transform_points
 
@@ -37,3 +37,16 @@ def test_bench_ransac_verb_writes_rows_for_every_method(tmp_path):
     for row in rows:
         assert set(row) == ROW_KEYS and row["problems"] == 2 and row["outlier_ratio"] == 0.5
         assert row["success_5cm_5deg_pct"] == 100.0  # an easy setting every method solves
+
+
+def test_one_registry_names_every_benchmark_and_its_bench_entry_point():
+    from pathlib import Path
+
+    from dsac_ros.benchmarks import BENCHMARKS, script_path
+
+    repo = Path(__file__).resolve().parents[1]
+    scripts = {path.stem[len("bench_"):] for path in (repo / "bench").glob("bench_*.py")}
+    assert scripts == set(BENCHMARKS)
+    for name in BENCHMARKS:
+        text = (repo / script_path(name)).read_text()
+        assert "sys.path.insert" not in text, name  # the package is installed (pip install -e . / colcon)

@@ -1,5 +1,40 @@
-"""Benchmarks run by ``dsac-ros bench NAME``: each writes JSON rows and prints a table.
+"""The benchmarks: each writes JSON (bench/results/) and prints a table. Benchmarks measure; tests assert.
 
-Benchmarks measure; tests assert. Add one by writing a module with ``add_arguments(parser)`` and
-``run(args) -> int`` and registering it in ``dsac_ros.benchmarks.cli.BENCHMARKS``.
+``BENCHMARKS`` is the one registry: ``dsac-ros bench NAME`` runs one, ``make bench`` runs them all
+(``scripts/run_benchmarks.py``), and each has a ``bench/bench_NAME.py`` entry point. A library
+benchmark is a module here with ``add_arguments(parser)`` and ``run(args) -> int``; the others are
+scripts under ``bench/`` (they need a source checkout: the test scenes' node process, the suite).
 """
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    help: str
+    module: Optional[str] = None  # a library benchmark (add_arguments / run), else bench/bench_NAME.py only
+    make_args: tuple[str, ...] = ()  # what `make bench` passes
+
+
+BENCHMARKS: dict[str, Benchmark] = {
+    "synth": Benchmark("renderer speed and test-to-mapping proximity of the standard scenes"),
+    "ransac": Benchmark("DSAC (64/256 hypotheses) vs PoseLib LO-RANSAC vs OpenCV USAC_MAGSAC on generated 2D-3D "
+                        "problems", module="dsac_ros.benchmarks.ransac",
+                        make_args=("--json", "bench/results/ransac.json")),
+    "localizer": Benchmark("localizer time per frame and accuracy on the standard maps"),
+    "node": Benchmark("the localizer node over real DDS: latency and CPU share"),
+    "mapping": Benchmark("map the standard synthetic scenes on a wall-clock budget and evaluate the maps",
+                         module="dsac_ros.benchmarks.mapping"),
+    "tolerances": Benchmark("the test suite's numeric tolerances across thread counts and BLAS code paths"),
+}
+
+
+def script_path(name: str) -> str:
+    """The bench/ entry point of a benchmark, relative to the repository root."""
+    return f"bench/bench_{name}.py"
+
+
+__all__ = ["BENCHMARKS", "Benchmark", "script_path"]

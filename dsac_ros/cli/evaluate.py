@@ -11,7 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
-from dsac_ros.data.recording_cli import add_recording_arguments, recording_options
+from dsac_ros.cli.recording import add_recording_arguments, recording_options
 from dsac_ros.evaluation import DEFAULT_SEED, evaluate_frames
 
 

@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from dsac_ros.data.recording_cli import add_recording_arguments, recording_options
+from dsac_ros.cli.recording import add_recording_arguments, recording_options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

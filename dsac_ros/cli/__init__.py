@@ -1,7 +1,9 @@
 """``dsac-ros``: one command line for rendering, mapping, evaluation, replay and benchmarks.
 
-Each verb lives in its own module that exposes ``add_arguments(parser)`` and ``run(args) -> int``.
-Modules are imported only when their verb runs, so ``dsac-ros --help`` stays fast (no torch import).
+The one home of the verbs: each is a module of this package with ``add_arguments(parser)`` and
+``run(args) -> int`` calling a library function (synth, map, evaluate, evaluate_live, replay,
+pretrain_encoder, bench; recording holds the topic/frame options they share). Modules are imported
+only when their verb runs, so ``dsac-ros --help`` stays fast (no torch import).
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import sys
 
 # verb -> (module, one-line help). Order is the order a user meets them.
 VERBS: dict[str, tuple[str, str]] = {
-    "synth": ("dsac_ros.data.synth_cli", "render a standard synthetic scene to a bag or folder"),
-    "map": ("dsac_ros.mapping_cli", "train a scene model (map file) from a folder or bag"),
-    "evaluate": ("dsac_ros.evaluation_cli", "localise every frame of a folder or bag and report errors"),
-    "evaluate-live": ("dsac_ros.ros.evaluate_live", "replay a bag through the ROS node and report errors"),
-    "replay": ("dsac_ros.ros.replay", "play a rosbag2 into the live ROS graph, publishing /clock"),
-    "pretrain-encoder": ("dsac_ros.pretrain_cli", "train the scene-agnostic encoder (resumable, hours)"),
-    "bench": ("dsac_ros.benchmarks.cli", "run a benchmark (ransac, mapping, ...) and write JSON"),
+    "synth": ("dsac_ros.cli.synth", "render a standard synthetic scene to a bag or folder"),
+    "map": ("dsac_ros.cli.map", "train a scene model (map file) from a folder or bag"),
+    "evaluate": ("dsac_ros.cli.evaluate", "localise every frame of a folder or bag and report errors"),
+    "evaluate-live": ("dsac_ros.cli.evaluate_live", "replay a bag through the ROS node and report errors"),
+    "replay": ("dsac_ros.cli.replay", "play a rosbag2 into the live ROS graph, publishing /clock"),
+    "pretrain-encoder": ("dsac_ros.cli.pretrain_encoder", "train the scene-agnostic encoder (resumable, hours)"),
+    "bench": ("dsac_ros.cli.bench", "run a benchmark (ransac, mapping, ...) and write JSON"),
 }
 
 
@@ -58,7 +60,3 @@ def main(argv: list[str] | None = None) -> int:
     module.add_arguments(verb_parser)
     args = verb_parser.parse_args(argv[1:])
     return int(module.run(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from dsac_ros import solvers
+from dsac_ros import refinement, solvers
 from dsac_ros.geometry import is_valid_pose
 from dsac_ros.pose_loss import LOSSES, cam_T_world_to_centre, pose_loss
 from dsac_ros.score_cnn import error_images
@@ -405,10 +405,10 @@ def estimate_pose(pixels_xy: torch.Tensor, coords_world: torch.Tensor, intrinsic
 
         R0, t0_ = hyps.R[best:best + 1], hyps.t[best:best + 1]
         if cam is None:
-            refined = solvers.refine_pnp(R0, t0_, pix_u, world_u, camera, options.inlier_threshold_px,
+            refined = refinement.refine_pnp(R0, t0_, pix_u, world_u, camera, options.inlier_threshold_px,
                                          options.max_refinement_iterations, robust_scale_px=options.robust_scale_px)
         else:
-            refined = solvers.refine_kabsch(R0, t0_, world_u, cam_u, options.inlier_threshold_m,
+            refined = refinement.refine_kabsch(R0, t0_, world_u, cam_u, options.inlier_threshold_m,
                                             options.max_refinement_iterations)
         _sync(device)
         info.refinement_iterations = refined.iterations
@@ -423,7 +423,7 @@ def estimate_pose(pixels_xy: torch.Tensor, coords_world: torch.Tensor, intrinsic
             return failure("invalid_pose", best_score)
         inlier_mask = np.zeros(num_points, dtype=bool)
         inlier_mask[usable_index[inliers_u].cpu().numpy()] = True
-        covariance = solvers.pose_covariance(torch.as_tensor(world_T_cam, device=device), pix_u, world_u, camera,
+        covariance = refinement.pose_covariance(torch.as_tensor(world_T_cam, device=device), pix_u, world_u, camera,
                                              inliers_u, min_sigma_px=options.covariance_min_sigma_px)
     info.timings_ms["total"] = (time.perf_counter() - start) * 1e3
     estimate = PoseEstimate(True, world_T_cam, inlier_mask, inlier_count, best_score, "",
@@ -440,7 +440,7 @@ def pose_covariance(estimate: PoseEstimate, pixels_xy: torch.Tensor, coords_worl
         return None
     pixels_xy, coords_world = torch.as_tensor(pixels_xy), torch.as_tensor(coords_world)
     mask = torch.as_tensor(estimate.inlier_mask, device=coords_world.device)
-    return solvers.pose_covariance(torch.as_tensor(estimate.world_T_cam, device=coords_world.device), pixels_xy,
+    return refinement.pose_covariance(torch.as_tensor(estimate.world_T_cam, device=coords_world.device), pixels_xy,
                                    coords_world, camera_tuple(intrinsics), mask, min_sigma_px).cpu().numpy()
 
 
@@ -495,7 +495,7 @@ def expected_pose_loss(pixels_xy: torch.Tensor, coords_world: torch.Tensor, intr
     # Hypotheses with the derivative of the minimal solver attached.
     minimal_world = world_u[hyps.indices[:, :3]]
     if cam_u is None:
-        R_h, t_h = solvers.minimal_set_implicit_step(hyps.R, hyps.t, pix_u[hyps.indices[:, :3]], minimal_world,
+        R_h, t_h = refinement.minimal_set_implicit_step(hyps.R, hyps.t, pix_u[hyps.indices[:, :3]], minimal_world,
                                                      camera, options.max_jacobian_entry)
     else:
         R_h, t_h, _ = solvers.rigid_from_three_points(minimal_world, cam_u[hyps.indices[:, :3]])
@@ -506,12 +506,12 @@ def expected_pose_loss(pixels_xy: torch.Tensor, coords_world: torch.Tensor, intr
 
     # Refine every hypothesis (batched, no graph), then attach the refinement's derivative.
     if cam_u is None:
-        refined = solvers.refine_pnp(hyps.R, hyps.t, pix_u, world_u.detach(), camera, options.inlier_threshold_px,
+        refined = refinement.refine_pnp(hyps.R, hyps.t, pix_u, world_u.detach(), camera, options.inlier_threshold_px,
                                      options.max_refinement_iterations, robust_scale_px=options.robust_scale_px)
-        R_r, t_r = solvers.refinement_implicit_step(refined.R, refined.t, pix_u, world_u, camera, refined.inlier_mask,
+        R_r, t_r = refinement.refinement_implicit_step(refined.R, refined.t, pix_u, world_u, camera, refined.inlier_mask,
                                                     options.max_jacobian_entry, options.robust_scale_px)
     else:
-        refined = solvers.refine_kabsch(hyps.R, hyps.t, world_u.detach(), cam_u.detach(), options.inlier_threshold_m,
+        refined = refinement.refine_kabsch(hyps.R, hyps.t, world_u.detach(), cam_u.detach(), options.inlier_threshold_m,
                                         options.max_refinement_iterations)
         R_k, t_k, ok = solvers.kabsch(world_u, torch.nan_to_num(cam_u), refined.inlier_mask.to(torch.float64))
         R_r = torch.where(ok[:, None, None], R_k, refined.R)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dsac_ros import solvers
+from dsac_ros import refinement, solvers
 from dsac_ros.geometry import project_points, rotation_from_axis_angle
 from tolerances import check_below
 
@@ -102,7 +102,7 @@ def test_refine_pnp_reaches_the_least_squares_optimum_of_the_inliers():
     R0 = torch.stack([solvers.so3_exp(torch.tensor([0.006, -0.004, 0.002], dtype=torch.float64)) @ R, R])
     t0 = torch.stack([t + torch.tensor([0.02, -0.01, 0.02], dtype=torch.float64), t])
     # Converged means stationary to the relative-gradient tolerance, not an iteration count.
-    result = solvers.refine_pnp(R0, t0, pix, world, CAMERA, 10.0, 100, gradient_tolerance=1e-10)
+    result = refinement.refine_pnp(R0, t0, pix, world, CAMERA, 10.0, 100, gradient_tolerance=1e-10)
     assert result.converged.all() and result.iterations < 100
     for b in range(2):
         inl = result.inlier_mask[b]
@@ -111,7 +111,7 @@ def test_refine_pnp_reaches_the_least_squares_optimum_of_the_inliers():
         # optimality: J^T r = 0 on the inliers
         cam = world[inl] @ result.R[b].T + result.t[b]
         proj, _ = solvers.project(cam, CAMERA)
-        J = solvers._projection_jacobian(cam, CAMERA)
+        J = refinement._projection_jacobian(cam, CAMERA)
         gradient = torch.einsum("nki,nk->i", J, proj - pix[inl])
         scale = torch.einsum("nki,nk->i", J.abs(), (proj - pix[inl]).abs())
         # The solver stops at <= 1e-10 by its own sums; recomputing them in another order differs by
@@ -155,7 +155,7 @@ def test_minimal_set_implicit_step_keeps_the_value_and_matches_finite_difference
 
     R0, t0 = solve(world)
     Y = world.clone().requires_grad_(True)
-    R1, t1 = solvers.minimal_set_implicit_step(R0[None], t0[None], pix[None], Y[None], CAMERA, float("inf"))
+    R1, t1 = refinement.minimal_set_implicit_step(R0[None], t0[None], pix[None], Y[None], CAMERA, float("inf"))
     np.testing.assert_allclose(R1[0].detach().numpy(), R0.numpy(), atol=1e-12)
     direction = torch.from_numpy(rng.normal(size=(3, 3)))
     objective = lambda R_, t_: (R_ * torch.arange(9.0, dtype=torch.float64).reshape(3, 3)).sum() + t_.sum()  # noqa: E731
@@ -174,14 +174,14 @@ def test_pose_covariance_matches_the_scatter_of_repeated_estimates():
     estimates = []
     for _ in range(150):
         pix = clean_pix + torch.from_numpy(rng.normal(0, 1.0, size=clean_pix.shape))
-        res = solvers.refine_pnp(R[None], t[None], pix, world, CAMERA, 10.0, 50)
+        res = refinement.refine_pnp(R[None], t[None], pix, world, CAMERA, 10.0, 50)
         R_wc, c = res.R[0].T, -res.R[0].T @ res.t[0]
         # world-frame rotation error: R_wc = exp(theta) R_wc_true
         delta = R_wc @ R
         theta = torch.stack([delta[2, 1] - delta[1, 2], delta[0, 2] - delta[2, 0], delta[1, 0] - delta[0, 1]]) / 2
         estimates.append(torch.cat([c - world_T_cam[:3, 3], theta]).numpy())
     empirical = np.cov(np.array(estimates).T)
-    predicted = solvers.pose_covariance(world_T_cam, clean_pix + torch.from_numpy(rng.normal(0, 1.0, size=clean_pix.shape)),
+    predicted = refinement.pose_covariance(world_T_cam, clean_pix + torch.from_numpy(rng.normal(0, 1.0, size=clean_pix.shape)),
                                         world, CAMERA, torch.ones(200, dtype=torch.bool)).numpy()
     assert np.all(np.isfinite(predicted)) and np.allclose(predicted, predicted.T)
     ratio = np.diag(predicted) / np.diag(empirical)
@@ -191,6 +191,6 @@ def test_pose_covariance_matches_the_scatter_of_repeated_estimates():
 def test_pose_covariance_of_degenerate_input_is_finite_and_large():
     world = torch.zeros(10, 3, dtype=torch.float64)
     world[:, 2] = 3.0  # all points identical
-    cov = solvers.pose_covariance(torch.eye(4, dtype=torch.float64), torch.full((10, 2), 300.0, dtype=torch.float64),
+    cov = refinement.pose_covariance(torch.eye(4, dtype=torch.float64), torch.full((10, 2), 300.0, dtype=torch.float64),
                                   world, CAMERA, torch.ones(10, dtype=torch.bool))
     assert torch.isfinite(cov).all() and (cov.diagonal() > 1.0).all()

@@ -36,13 +36,12 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped, TransformStamped
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
 from rclpy.exceptions import InvalidParameterValueException
@@ -53,29 +52,17 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tf2_msgs.msg import TFMessage
 
 from dsac_ros.frame import stamp_seed
-from dsac_ros.geometry import invert_pose, is_valid_pose
+from dsac_ros.geometry import is_valid_pose
 from dsac_ros.msg import LocalizationStatus
 from dsac_ros.status import Status
 from dsac_ros.ros import params as node_params
-from dsac_ros.ros.conversions import (STATUS_OF_STATE, CameraInfoError, CameraModel, Undistorter, camera_info_to_model,
-                                      compressed_msg_to_rgb, covariance_for_attached_frame, covariance_to_msg,
-                                      depth_msg_to_m, image_msg_to_rgb, matrix_to_pose, matrix_to_transform,
+from dsac_ros.ros.conversions import (Undistorter, covariance_for_attached_frame, covariance_to_msg, matrix_to_pose,
                                       ns_to_stamp, pose_to_matrix, stamp_to_ns)
+from dsac_ros.ros.frame_input import MAX_BUFFERED_DEPTH, FrameFailure, FrameInputMixin, PendingFrame
+from dsac_ros.ros.status_output import STATE_NAMES, StatusOutputMixin
+from dsac_ros.ros.tf_output import Broadcast, TfOutputMixin
 from dsac_ros.ros.tf_buffer import TfBuffer, TfListener, TransformError
 
-STATE_NAMES = {state: status.value for state, status in STATUS_OF_STATE.items()}
-DIAGNOSTIC_LEVELS = {
-    LocalizationStatus.STATE_OK: DiagnosticStatus.OK,
-    LocalizationStatus.STATE_LOST: DiagnosticStatus.WARN,
-    LocalizationStatus.STATE_NO_IMAGE: DiagnosticStatus.WARN,
-    LocalizationStatus.STATE_BAD_INPUT: DiagnosticStatus.WARN,
-    LocalizationStatus.STATE_NO_MODEL: DiagnosticStatus.ERROR,
-}
-# Depth images are paired with the colour image of the same stamp; how long the worker waits
-# for a depth image that has not arrived yet, and how many unmatched ones it keeps.
-DEPTH_WAIT_S = 0.2
-DEPTH_STAMP_TOLERANCE_NS = 1_000_000
-MAX_BUFFERED_DEPTH = 5
 # A failed map load is retried this often (the file may still be being written).
 MAP_RETRY_S = 10.0
 TF_CACHE_TIME_S = 10.0
@@ -85,34 +72,6 @@ def sensor_qos(depth: int = 1) -> QoSProfile:
     """The sensor-data profile (best effort, volatile) with a small queue: old frames are dropped."""
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT,
                       durability=DurabilityPolicy.VOLATILE)
-
-
-class FrameFailure(Exception):
-    """A frame ends in a non-OK state; ``state`` is a LocalizationStatus.STATE_* constant."""
-
-    def __init__(self, state: int, reason: str) -> None:
-        super().__init__(reason)
-        self.state = state
-        self.reason = reason
-
-
-@dataclass
-class _PendingFrame:
-    msg: Any
-    compressed: bool
-    stamp_ns: int
-    received_ns: int
-
-
-@dataclass
-class _Broadcast:
-    """The TF the node keeps republishing: parent_T_child and where it came from."""
-
-    parent: str
-    child: str
-    parent_T_child: np.ndarray
-    stamp_ns: int
-    source: str  # "localisation" or "initialpose"
 
 
 def default_localizer_factory(settings: node_params.NodeSettings):
@@ -125,7 +84,7 @@ def default_localizer_factory(settings: node_params.NodeSettings):
     return Localizer(settings.map_path, device=settings.device, ransac=settings.ransac_options(), **kwargs)
 
 
-class LocalizerNode(Node):
+class LocalizerNode(FrameInputMixin, StatusOutputMixin, TfOutputMixin, Node):
     """See the module docstring. ``localizer_factory(settings)`` builds the core localizer
     (tests and benchmarks may pass their own); extra keyword arguments go to ``rclpy.node.Node``."""
 
@@ -143,7 +102,7 @@ class LocalizerNode(Node):
 
         self._cond = threading.Condition()
         self._stop = False
-        self._pending: Optional[_PendingFrame] = None
+        self._pending: Optional[PendingFrame] = None
         self._camera_info: Optional[CameraInfo] = None
         self._camera_model_cache: tuple[Any, Any] = (None, None)  # (CameraInfo msg, CameraModel or error)
         self._depth_msgs: dict[int, Image] = {}
@@ -165,7 +124,7 @@ class LocalizerNode(Node):
         self._device_name = ""
         self._undistorter = Undistorter()
 
-        self._broadcast: Optional[_Broadcast] = None
+        self._broadcast: Optional[Broadcast] = None
         self._last_tf_stamp_ns: Optional[int] = None
         self._has_localised = False
         self._prior: Optional[tuple[np.ndarray, int]] = None  # (map_T_child, stamp_ns)
@@ -241,7 +200,7 @@ class LocalizerNode(Node):
         with self._cond:
             if self._pending is not None:
                 self.frames_dropped += 1
-            self._pending = _PendingFrame(msg, compressed, stamp_ns, self._now_ns())
+            self._pending = PendingFrame(msg, compressed, stamp_ns, self._now_ns())
             self._newest_image_stamp_ns = stamp_ns
             self._last_image_received_ns = self._pending.received_ns
             self.frames_received += 1
@@ -295,147 +254,9 @@ class LocalizerNode(Node):
 
     # ------------------------------------------------------------------ TF output
 
-    def _send_tf(self, broadcast: _Broadcast, stamp_ns: int) -> None:
-        self._own_tf_edges.add((broadcast.parent, broadcast.child))
-        transform = TransformStamped()
-        transform.header.stamp = ns_to_stamp(stamp_ns)
-        transform.header.frame_id = broadcast.parent
-        transform.child_frame_id = broadcast.child
-        transform.transform = matrix_to_transform(broadcast.parent_T_child)
-        self._tf_pub.publish(TFMessage(transforms=[transform]))
-        with self._state_lock:
-            self._last_tf_stamp_ns = max(self._last_tf_stamp_ns or 0, stamp_ns)
-
-    def _republish_tf(self) -> None:
-        """Republish the last TF stamped now + transform_tolerance (ROS time, so sim time in
-        replays); skipped unless that is later than the last stamp sent, since tf2 rejects
-        repeated stamps (TF_REPEATED_DATA)."""
-        if not self.get_parameter("publish_tf").value:
-            return
-        if self._broadcast is None:
-            self._apply_prior()
-        with self._state_lock:
-            broadcast, last_ns = self._broadcast, self._last_tf_stamp_ns
-        if broadcast is None:
-            return
-        settings = node_params.NodeSettings.from_node(self)
-        if (broadcast.parent, broadcast.child) != self._tf_edge(settings, broadcast.child):
-            return  # tf_mode or a frame name changed: the old edge is not republished
-        stamp_ns = self._now_ns() + int(round(self.get_parameter("transform_tolerance").value * 1e9))
-        if last_ns is not None and stamp_ns <= last_ns:
-            return
-        self._send_tf(broadcast, stamp_ns)
-
-    @staticmethod
-    def _tf_edge(settings, camera_frame: str) -> tuple[str, str]:
-        """(parent, child) of the TF this node broadcasts under ``settings``."""
-        child = {"map_to_odom": settings.odom_frame, "map_to_base": settings.base_frame}.get(
-            settings.tf_mode, settings.camera_frame or camera_frame)
-        return settings.map_frame, child
-
-    def _apply_prior(self) -> None:
-        """Broadcast TF from the initialpose prior while nothing has been localised yet."""
-        with self._state_lock:
-            prior = self._prior
-            if prior is None or self._has_localised:
-                return
-        settings = node_params.NodeSettings.from_node(self)
-        map_T_child, stamp_ns = prior
-        if settings.tf_mode == "map_to_odom":
-            try:
-                odom_T_base = self._lookup_at_or_latest(settings.odom_frame, settings.base_frame, stamp_ns)
-            except TransformError as error:
-                self._tf_problem = f"initialpose waits for TF: {error}"
-                return
-            broadcast = _Broadcast(settings.map_frame, settings.odom_frame, map_T_child @ invert_pose(odom_T_base),
-                                   stamp_ns, "initialpose")
-        elif settings.tf_mode == "map_to_base":
-            broadcast = _Broadcast(settings.map_frame, settings.base_frame, map_T_child, stamp_ns, "initialpose")
-        else:
-            if not settings.camera_frame:
-                self._tf_problem = "initialpose in map_to_camera mode needs the camera_frame parameter"
-                return
-            broadcast = _Broadcast(settings.map_frame, settings.camera_frame, map_T_child, stamp_ns, "initialpose")
-        with self._state_lock:
-            if self._has_localised or self._prior is not prior:
-                return
-            self._broadcast = broadcast
-        if settings.publish_tf:
-            self._send_tf(broadcast, stamp_ns + int(round(settings.transform_tolerance_s * 1e9)))
-
-    def _lookup_at_or_latest(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
-        """At the prior's stamp if buffered, else the latest (RViz stamps initialpose with 'now')."""
-        try:
-            return self.tf_buffer.lookup(target, source, stamp_ns)
-        except TransformError:
-            return self.tf_buffer.lookup(target, source, 0)
 
     # ------------------------------------------------------------------ status and diagnostics
 
-    def _make_status(self, state: int, reason: str, stamp_ns: int, settings) -> LocalizationStatus:
-        status = LocalizationStatus()
-        status.header.stamp = ns_to_stamp(stamp_ns)
-        status.header.frame_id = settings.map_frame
-        status.state = state
-        status.state_name = STATE_NAMES[state]
-        status.reason = reason
-        status.frames_dropped = self.frames_dropped
-        status.frames_processed = self.frames_processed
-        status.device = self._device_name
-        status.map_path = settings.map_path
-        return status
-
-    def _on_status_timer(self) -> None:
-        settings = node_params.NodeSettings.from_node(self)
-        now_ns = self._now_ns()
-        last = self._last_image_received_ns
-        idle = last is None or (now_ns - last) > settings.image_timeout_s * 1e9
-        if idle:
-            if self._localizer is None:
-                status = self._make_status(LocalizationStatus.STATE_NO_MODEL, self._model_error, now_ns, settings)
-                self._log_no_model()
-            else:
-                waited = "no image received yet" if last is None else \
-                    f"no image for {(now_ns - last) * 1e-9:.1f} s (image_timeout_s {settings.image_timeout_s:g})"
-                status = self._make_status(LocalizationStatus.STATE_NO_IMAGE, f"{waited} on {self._image_sub.topic_name}",
-                                           now_ns, settings)
-            self._status_pub.publish(status)
-            self._last_status = status
-        self._publish_diagnostics(now_ns, settings)
-
-    def _publish_diagnostics(self, now_ns: int, settings) -> None:
-        status = self._last_status
-        state = status.state if status is not None else LocalizationStatus.STATE_NO_IMAGE
-        diagnostic = DiagnosticStatus()
-        diagnostic.name = f"{self.get_fully_qualified_name()}: localization"
-        diagnostic.hardware_id = self._device_name or "none"
-        diagnostic.level = DIAGNOSTIC_LEVELS[state]
-        if state == LocalizationStatus.STATE_NO_MODEL and self._model_loading:
-            diagnostic.level = DiagnosticStatus.WARN
-        diagnostic.message = STATE_NAMES[state] + (f": {status.reason}" if status is not None and status.reason else "")
-        broadcast = self._broadcast
-        values = {
-            "state": STATE_NAMES[state],
-            "frames_received": self.frames_received,
-            "frames_processed": self.frames_processed,
-            "frames_dropped": self.frames_dropped,
-            "resets": self.resets,
-            "last_reset_reason": self._reset_reason,
-            "map_path": settings.map_path,
-            "model": "loaded" if self._localizer is not None else self._model_error,
-            "device": self._device_name,
-            "tf_mode": settings.tf_mode,
-            "tf_source": broadcast.source if broadcast is not None else "none",
-            "tf_problem": self._tf_problem,
-        }
-        if status is not None:
-            values.update({"inliers": status.inlier_count, "inlier_ratio": f"{status.inlier_ratio:.3f}",
-                           "total_ms": f"{status.total_ms:.1f}", "latency_ms": f"{status.latency_ms:.1f}"})
-        diagnostic.values = [KeyValue(key=key, value=str(value)) for key, value in values.items()]
-        array = DiagnosticArray()
-        array.header.stamp = ns_to_stamp(now_ns)
-        array.status = [diagnostic]
-        self._diagnostics_pub.publish(array)
 
     # ------------------------------------------------------------------ worker
 
@@ -492,66 +313,8 @@ class LocalizerNode(Node):
         if not self._model_loading:
             self.get_logger().error(f"NO_MODEL: {self._model_error}", throttle_duration_sec=10.0)
 
-    def _camera_model(self) -> CameraModel:
-        info = self._camera_info
-        if info is None:
-            raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT,
-                               f"no CameraInfo received yet on {self._camera_info_sub.topic_name}")
-        cached_info, model = self._camera_model_cache
-        if cached_info is not info:
-            try:
-                model = camera_info_to_model(info)
-            except CameraInfoError as error:
-                model = error
-            self._camera_model_cache = (info, model)
-        if isinstance(model, CameraInfoError):
-            raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT, f"CameraInfo: {model}")
-        return model
 
-    def _depth_for(self, stamp_ns: int, deadline_s: float) -> Image:
-        with self._cond:
-            while True:
-                match = next((msg for stamp, msg in self._depth_msgs.items()
-                              if abs(stamp - stamp_ns) <= DEPTH_STAMP_TOLERANCE_NS), None)
-                remaining = deadline_s - time.monotonic()
-                if match is not None or remaining <= 0 or self._stop:
-                    break
-                self._cond.wait(timeout=remaining)
-        if match is None:
-            raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT,
-                               f"no depth image with the image's stamp on {self._depth_sub.topic_name}")
-        return match
-
-    def _decode(self, frame: _PendingFrame, settings) -> tuple[np.ndarray, Any, Optional[np.ndarray]]:
-        """-> (image_rgb (H, W, 3) uint8 undistorted, Intrinsics, depth_m (H, W) or None)."""
-        from dsac_ros.data.images import ImageDecodeError
-
-        model = self._camera_model()
-        try:
-            image_rgb = compressed_msg_to_rgb(frame.msg) if frame.compressed else image_msg_to_rgb(frame.msg)
-        except ImageDecodeError as error:
-            raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT, f"image: {error}") from None
-        intrinsics = model.intrinsics
-        height, width = image_rgb.shape[:2]
-        if (width, height) != (intrinsics.width_px, intrinsics.height_px):
-            raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT,
-                               f"image is {width}x{height} but CameraInfo is for "
-                               f"{intrinsics.width_px}x{intrinsics.height_px}")
-        image_rgb = self._undistorter.undistort_rgb(image_rgb, model)
-        depth_m = None
-        if settings.use_depth:
-            depth_msg = self._depth_for(frame.stamp_ns, time.monotonic() + DEPTH_WAIT_S)
-            try:
-                depth_m = depth_msg_to_m(depth_msg)
-            except ImageDecodeError as error:
-                raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT, f"depth: {error}") from None
-            if depth_m.shape != (height, width):
-                raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT,
-                                   f"depth is {depth_m.shape[1]}x{depth_m.shape[0]} but the image is {width}x{height}")
-            depth_m = self._undistorter.undistort_depth(depth_m, model)
-        return image_rgb, intrinsics, depth_m
-
-    def _process(self, frame: _PendingFrame, settings) -> None:
+    def _process(self, frame: PendingFrame, settings) -> None:
         started = time.perf_counter()
         status = self._make_status(LocalizationStatus.STATE_OK, "", frame.stamp_ns, settings)
         try:
@@ -603,7 +366,7 @@ class LocalizerNode(Node):
         if getattr(result, "device", None):
             status.device = str(result.device)
 
-    def _accept(self, frame: _PendingFrame, result, settings) -> None:
+    def _accept(self, frame: PendingFrame, result, settings) -> None:
         """Gate the estimate; publish pose, covariance and TF; raise FrameFailure otherwise."""
         if result.status == Status.BAD_INPUT:
             raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT, result.reason or "the localizer refused the frame")
@@ -658,35 +421,6 @@ class LocalizerNode(Node):
         self._pose_cov_pub.publish(pose_cov_msg)
         self._update_tf(map_T_cam, cam_T_base, base_problem, camera_frame, stamp_ns, settings)
 
-    def _update_tf(self, map_T_cam, cam_T_base, base_problem: str, camera_frame: str, stamp_ns: int, settings) -> None:
-        broadcast, problem = None, ""
-        if settings.tf_mode == "map_to_camera":
-            if camera_frame:
-                broadcast = _Broadcast(settings.map_frame, camera_frame, map_T_cam, stamp_ns, "localisation")
-            else:
-                problem = "the image has no frame_id and camera_frame is empty"
-        elif cam_T_base is None:
-            problem = f"TF {settings.base_frame} -> {camera_frame or '?'} unavailable: {base_problem}"
-        else:
-            map_T_base = map_T_cam @ cam_T_base
-            if settings.tf_mode == "map_to_base":
-                broadcast = _Broadcast(settings.map_frame, settings.base_frame, map_T_base, stamp_ns, "localisation")
-            else:
-                try:
-                    odom_T_base = self.tf_buffer.lookup(settings.odom_frame, settings.base_frame, stamp_ns)
-                    broadcast = _Broadcast(settings.map_frame, settings.odom_frame,
-                                           map_T_base @ invert_pose(odom_T_base), stamp_ns, "localisation")
-                except TransformError as error:
-                    problem = f"TF not updated: {error}"
-        with self._state_lock:
-            self._has_localised = True
-            self._tf_problem = problem if settings.publish_tf else ""
-            if broadcast is not None:
-                self._broadcast = broadcast
-        if problem and settings.publish_tf:
-            self.get_logger().warning(problem, throttle_duration_sec=5.0)
-        if broadcast is not None and settings.publish_tf:
-            self._send_tf(broadcast, stamp_ns + int(round(settings.transform_tolerance_s * 1e9)))
 
     # ------------------------------------------------------------------ shutdown
 

@@ -25,9 +25,14 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 INPUT_HEIGHT_PX = 96  # tiny frames are 160 x 120; a small input keeps every test in seconds
 
 
+def e2e_ransac(hypotheses: int) -> RansacOptions:
+    return dataclasses.replace(mp.MappingOptions().e2e_ransac, hypotheses=hypotheses)
+
+
 def tiny_options(**changes) -> mp.MappingOptions:
     base = dict(mode="rgbd", network="fast", minutes=1.0, input_height_px=INPUT_HEIGHT_PX, progress=False, device="cpu",
-                batch_size=1024, validate_every_s=1e9, checkpoint_every_s=1e9, augment_passes=2)
+                batch_size=1024, validate_every_s=1e9, checkpoint_every_s=1e9,
+                augmentation=mp.AugmentationOptions(passes=2))
     base.update(changes)
     return mp.MappingOptions(**base)
 
@@ -48,11 +53,11 @@ def random_encoder():
 @pytest.fixture(scope="session")
 def tiny_buffer(tiny_frames, random_encoder):
     encoder, is_random = random_encoder
-    options = tiny_options(augment_passes=2)
+    options = tiny_options(augmentation=mp.AugmentationOptions(passes=2))
     timer = mp.StageTimer()
     mapping, validation, info = mp.split_frames(tiny_frames, options, timer)
     if is_random:  # as map_recording does for the random fallback
-        views = [mp.make_view(mapping.gray[i], mapping.image_sizes[i], None, options).tensor
+        views = [mp.make_view(mapping.gray[i], mapping.image_sizes[i], None, options.augmentation).tensor
                  for i in range(0, len(mapping), 3)]
         mp.calibrate_random_encoder(encoder, torch.cat(views))
     data = mp.build_buffer(mapping, validation, encoder, options, torch.device("cpu"), timer, use_depth=True)
@@ -65,13 +70,13 @@ def test_augmented_cells_map_back_to_exact_original_pixels():
     image_size = (160, 120)
     input_size = network_input_size(*image_size, INPUT_HEIGHT_PX)
     u, v = np.meshgrid(np.arange(image_size[0], dtype=np.float32), np.arange(image_size[1], dtype=np.float32))
-    options = tiny_options(brightness=0.0, contrast=0.0, max_rotation_deg=15.0)
+    options = tiny_options(augmentation=mp.AugmentationOptions(brightness=0.0, contrast=0.0, max_rotation_deg=15.0))
     checked = 0
     for seed in range(4):
         views = []
         for ramp in (u, v):
             resized = cv2.resize(ramp, input_size, interpolation=cv2.INTER_AREA)
-            views.append(mp.make_view(resized, image_size, np.random.default_rng(seed), options))
+            views.append(mp.make_view(resized, image_size, np.random.default_rng(seed), options.augmentation))
         pixels = views[0].pixels_xy
         np.testing.assert_array_equal(pixels, views[1].pixels_xy)
         assert pixels.shape[0] == views[0].tensor.shape[2] * views[0].tensor.shape[3] // 64
@@ -97,7 +102,7 @@ def test_plain_view_uses_the_localizer_cell_centres():
     image_size = (640, 480)
     input_size = network_input_size(*image_size, 240)
     gray = np.zeros((input_size[1], input_size[0]), np.uint8)
-    view = mp.make_view(gray, image_size, None, tiny_options(input_height_px=240))
+    view = mp.make_view(gray, image_size, None, tiny_options(input_height_px=240).augmentation)
     expected = cell_centers_px(input_size[0] // 8, input_size[1] // 8, input_size, image_size)
     np.testing.assert_allclose(view.pixels_xy, expected, atol=1e-9)
     assert view.inside.all()
@@ -203,7 +208,7 @@ def tiny_map(tiny_frames, tmp_path_factory):
     out = tmp_path_factory.mktemp("map") / "tiny.pt"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        result = mp.map_recording(tiny_frames, out, tiny_options(max_steps=400, max_e2e_steps=4, e2e_hypotheses=32),
+        result = mp.map_recording(tiny_frames, out, tiny_options(max_steps=400, max_e2e_steps=4, e2e_ransac=e2e_ransac(32)),
                                   log=lambda message: None)
     return result
 
@@ -231,7 +236,7 @@ def test_tiny_scene_maps_in_seconds_and_its_loss_falls(tiny_map):
         if index % 3:
             continue
         gray = to_gray_resized(frame.image_rgb, network_input_size(160, 120, INPUT_HEIGHT_PX))
-        view = mp.make_view(gray, (160, 120), None, tiny_options())
+        view = mp.make_view(gray, (160, 120), None, tiny_options().augmentation)
         with torch.no_grad():
             coords = scene_map.network(view.tensor)[0].reshape(3, -1).T.double().numpy()
         truth = cell_targets(frame.depth_m, frame.world_T_cam, frame.intrinsics, view.pixels_xy)
@@ -242,7 +247,8 @@ def test_tiny_scene_maps_in_seconds_and_its_loss_falls(tiny_map):
 
 def test_interrupted_run_resumes_from_its_checkpoint(tiny_frames, tmp_path, monkeypatch):
     out = tmp_path / "resumed.pt"
-    options = tiny_options(max_steps=40, max_e2e_steps=3, e2e_hypotheses=16, augment_passes=1)
+    options = tiny_options(max_steps=40, max_e2e_steps=3, e2e_ransac=e2e_ransac(16),
+                           augmentation=mp.AugmentationOptions(passes=1))
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
@@ -281,7 +287,8 @@ def test_a_checkpoint_of_another_format_version_is_refused_with_the_remedy(tiny_
 
 def test_full_mode_trains_the_whole_network_and_its_loss_falls(tiny_frames, tmp_path):
     options = tiny_options(mode="full", network="fast", max_steps=150, max_e2e_steps=3, full_lr=2e-3,
-                           e2e_hypotheses=16, scale_range=(0.9, 1.1), max_rotation_deg=5.0)
+                           e2e_ransac=e2e_ransac(16),
+                           augmentation=mp.AugmentationOptions(scale_range=(0.9, 1.1), max_rotation_deg=5.0))
     # Four frames: whole-image training from scratch must at least fit a few views in 150 steps.
     result = mp.map_recording(tiny_frames[:4], tmp_path / "full.pt", options, log=lambda message: None)
     stage = result.training["stages"]["full"]

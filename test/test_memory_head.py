@@ -1,6 +1,7 @@
 """The scene memory head: exact lookup, leave-one-out, unknown cells, map files, rgbd and rgb
 (triangulated) mapping of the tiny scene, and gradients of the DSAC expected loss into its values."""
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -135,7 +136,8 @@ def test_end_to_end_stage_refines_memory_values(tmp_path, tiny_memory_maps):
     maps, _ = tiny_memory_maps
     frames = list(get_scene("tiny").render_frames("mapping"))
     options = mp.MappingOptions(mode="rgbd", end_to_end=True, input_height_px=INPUT_HEIGHT_PX, progress=False,
-                                device="cpu", max_e2e_steps=4, e2e_hypotheses=32, e2e_lr=1e-3)
+                                device="cpu", max_e2e_steps=4, e2e_lr=1e-3,
+                                e2e_ransac=dataclasses.replace(mp.MappingOptions().e2e_ransac, hypotheses=32))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         result = mp.map_recording(frames, tmp_path / "e2e.pt", options, log=lambda message: None)

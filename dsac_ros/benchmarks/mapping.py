@@ -21,6 +21,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from dsac_ros.mapping.options import MappingOptions, default_of
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "mapping.json"
 
@@ -30,7 +32,8 @@ def _cache_dir() -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--minutes", type=float, default=10.0, help="mapping budget per run (default: 10)")
+    parser.add_argument("--minutes", type=float, default=default_of(MappingOptions, "minutes"),
+                        help="mapping budget per run (default: %(default)g)")
     parser.add_argument("--scenes", default="small_room,large_room", help="comma-separated standard scenes")
     parser.add_argument("--modes", default="rgbd,rgb", help="comma-separated mapping modes (rgbd, rgb)")
     parser.add_argument("--end-to-end", dest="e2e", default="off,on",
@@ -121,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from dsac_ros.mapping import MappingOptions, map_recording
+    from dsac_ros.mapping import AugmentationOptions, map_recording
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -141,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
                 if network:
                     changes["network"] = network
                 if args.passes:
-                    changes["augment_passes"] = args.passes
+                    changes["augmentation"] = AugmentationOptions(passes=args.passes)
                 options = MappingOptions(mode=mode, minutes=args.minutes, end_to_end=end_to_end, device=args.device,
                                          encoder_path=args.encoder, threads=args.threads, progress=not args.quiet,
                                          **changes)

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     data_path = Path(args.data)
     try:
-        recording = open_recording(data_path, **recording_options(args))
+        recording = open_recording(data_path, recording_options(args))
         try:
             records = evaluate_frames(localizer, recording, use_depth=args.use_depth, seed=args.seed,
                                       every=args.every, max_frames=args.max_frames, progress=not args.quiet,

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         live = evaluate_bag_live(args.bag, args.map, rate=args.rate, device=args.device, topics=args.topics,
-                                 **recording_options(args), use_depth=args.use_depth, node_parameters=parameters,
+                                 **recording_options(args).as_kwargs(), use_depth=args.use_depth, node_parameters=parameters,
                                  frame_timeout_s=args.frame_timeout, progress=progress)
     except (RecordingError, ReplayError, LiveEvaluationError, OSError) as error:
         print(f"dsac-ros evaluate-live: {error}", file=sys.stderr)

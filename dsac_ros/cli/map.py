@@ -17,19 +17,23 @@ import sys
 from pathlib import Path
 
 from dsac_ros.cli.recording import add_recording_arguments, recording_options
+from dsac_ros.mapping.options import MODES, MappingOptions, default_of
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", metavar="DATA",
                         help="folder or rosbag2 with images, intrinsics and poses (+ depth for rgbd)")
     parser.add_argument("--out", required=True, metavar="MAP.pt", help="map file to write")
-    parser.add_argument("--minutes", type=float, default=10.0, help="wall-clock budget in minutes (default: 10)")
-    parser.add_argument("--mode", choices=("rgbd", "rgb", "full"), default="rgbd",
+    parser.add_argument("--minutes", type=float, default=default_of(MappingOptions, "minutes"),
+                        help="wall-clock budget in minutes (default: %(default)g)")
+    parser.add_argument("--mode", choices=MODES, default=default_of(MappingOptions, "mode"),
                         help="rgbd: depth + poses (coordinate loss); rgb: poses only (reprojection loss); "
-                             "full: train the whole network, DSAC*-style (GPU, long runs) (default: rgbd)")
-    parser.add_argument("--end-to-end", dest="end_to_end", action=argparse.BooleanOptionalAction, default=True,
+                             "full: train the whole network, DSAC*-style (GPU, long runs) (default: %(default)s)")
+    parser.add_argument("--end-to-end", dest="end_to_end", action=argparse.BooleanOptionalAction,
+                        default=default_of(MappingOptions, "end_to_end"),
                         help="finish with the end-to-end DSAC stage (default: on)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
+    parser.add_argument("--device", default=default_of(MappingOptions, "device"),
+                        help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--encoder", metavar="PATH", default=None,
                         help="pretrained encoder file (default: the one shipped in dsac_ros/assets)")
     parser.add_argument("--resume", action="store_true",
@@ -38,14 +42,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="head (or, in full mode, network) architecture: memory (scene memory "
                              "head), fast or ace (trained MLP heads), full "
                              "(default: memory for rgbd/rgb, full for full mode)")
-    parser.add_argument("--input-height", type=int, default=None, metavar="PX",
-                        help="network input height, a multiple of 8 (default: 240)")
+    parser.add_argument("--input-height", type=int, default=default_of(MappingOptions, "input_height_px"), metavar="PX",
+                        help="network input height, a multiple of 8 (default: %(default)s)")
     parser.add_argument("--passes", type=int, default=None, metavar="N",
                         help="views per frame in the buffer: 1 plain + N-1 augmented (default: as many as fit "
                              "in 30 %% of the budget, 2 to 6)")
-    parser.add_argument("--every", type=int, default=1, metavar="K", help="use every K-th frame (default: 1)")
+    parser.add_argument("--every", type=int, default=default_of(MappingOptions, "frame_stride"), metavar="K",
+                        help="use every K-th frame (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=int, default=default_of(MappingOptions, "seed"),
+                        help="random seed (default: %(default)s)")
     parser.add_argument("--keep-checkpoint", action="store_true", help="keep MAP.pt.ckpt/ after success")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_recording_arguments(parser)
@@ -81,20 +87,19 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from dsac_ros.data import RecordingError
     from dsac_ros.device import DeviceError
-    from dsac_ros.mapping import MappingError, MappingOptions, map_recording
+    from dsac_ros.mapping import AugmentationOptions, MappingError, MappingOptions, map_recording
     from dsac_ros.encoder_file import EncoderFileError
 
     changes = {}
-    if args.input_height is not None:
-        changes["input_height_px"] = args.input_height
     if args.passes is not None:
-        changes["augment_passes"] = args.passes
+        changes["augmentation"] = AugmentationOptions(passes=args.passes)
     try:
         options = MappingOptions(mode=args.mode, minutes=args.minutes, end_to_end=args.end_to_end, device=args.device,
                                  encoder_path=args.encoder, network=args.network, frame_stride=args.every,
+                                 input_height_px=args.input_height,
                                  threads=args.threads, seed=args.seed, progress=not args.quiet, **changes)
         result = map_recording(Path(args.data), args.out, options, resume=args.resume,
-                               recording_options=recording_options(args),
+                               recording=recording_options(args),
                                keep_checkpoint=args.keep_checkpoint)
     except (MappingError, RecordingError, DeviceError, EncoderFileError, ValueError, OSError) as error:
         print(f"dsac-ros map: {error}", file=sys.stderr)

@@ -14,9 +14,10 @@ from typing import Iterable, Iterator, Optional
 from dsac_ros.camera import Intrinsics
 from dsac_ros.data.errors import RecordingError
 from dsac_ros.data.folder import FolderReader, write_folder
+from dsac_ros.data.recording import RecordingOptions
 from dsac_ros.frame import Frame
 
-__all__ = ["Frame", "RecordingError", "FolderReader", "open_recording", "read_frames", "iterate_then_close", "count_frames",
+__all__ = ["Frame", "RecordingError", "RecordingOptions", "FolderReader", "open_recording", "read_frames", "iterate_then_close", "count_frames",
            "is_bag", "write_folder", "write_bag"]
 
 
@@ -28,24 +29,21 @@ def is_bag(path) -> bool:
     return path.suffix in (".mcap", ".db3")
 
 
-def open_recording(path, *, image_topic: str = "/camera/image_raw", camera_info_topic: str = "/camera/camera_info",
-                   depth_topic: Optional[str] = "/camera/depth/image_raw",
-                   pose_topic: Optional[str] = "/ground_truth/pose", tf_parent: str = "map",
-                   tf_child: Optional[str] = None, stamp_tolerance_s: float = 0.02,
-                   intrinsics: Optional[Intrinsics] = None):
+def open_recording(path, recording: Optional[RecordingOptions] = None, *, stamp_tolerance_s: float = 0.02,
+                   intrinsics: Optional[Intrinsics] = None, **changes):
     """A FolderReader or BagReader for ``path`` (detected); iterate it for Frames, ``len()`` counts them.
 
-    The topic arguments apply to bags only; ``intrinsics`` overrides the recording's intrinsics.
+    recording: the bag's topics and frames (``RecordingOptions``; ``changes`` replace single fields,
+    e.g. ``tf_child="camera"``); they apply to bags only. ``intrinsics`` overrides the recording's.
     """
+    topics = (recording or RecordingOptions()).with_changes(**changes)
     path = Path(path)
     if not path.exists():
         raise RecordingError(f"{path}: no such file or directory")
     if is_bag(path):
         from dsac_ros.data.rosbag import BagReader
 
-        return BagReader(path, image_topic=image_topic, camera_info_topic=camera_info_topic, depth_topic=depth_topic,
-                         pose_topic=pose_topic, tf_parent=tf_parent, tf_child=tf_child,
-                         stamp_tolerance_s=stamp_tolerance_s, intrinsics=intrinsics)
+        return BagReader(path, **topics.as_kwargs(), stamp_tolerance_s=stamp_tolerance_s, intrinsics=intrinsics)
     if path.is_dir():
         return FolderReader(path, intrinsics=intrinsics)
     raise RecordingError(f"{path}: neither a folder recording nor a rosbag2 (directory with metadata.yaml, .mcap, .db3)")

@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Optional
 import numpy as np
 import torch
 
+from dsac_ros.data.recording import RecordingOptions
 from dsac_ros.buffer import PixelBuffer, cell_targets
 from dsac_ros.frame import Frame
 from dsac_ros.mapping.clock import StageTimer
@@ -157,10 +158,10 @@ def build_buffer(mapping: FrameRecordSet, validation: FrameRecordSet, encoder: E
                  device: torch.device, timer: StageTimer, use_depth: bool,
                  on_view: Optional[Callable[[int, int], None]] = None,
                  buffer_seconds: Optional[float] = None) -> MappingBuffer:
-    """Encoder features of every mapping frame in ``augment_passes`` views, plus plain validation features.
+    """Encoder features of every mapping frame in ``augmentation.passes`` views, plus plain validation features.
 
     Pass 0 is the frame as the localizer sees it; later passes are random augmentations
-    (seeded by options.seed). With ``options.augment_passes`` None, passes continue while the
+    (seeded by options.seed). With ``options.augmentation.passes`` None, passes continue while the
     next whole pass is predicted (from the time per view so far) to end within
     ``buffer_seconds`` of buffering. Rows whose cell centre falls outside the original image are
     dropped; in ``rgbd`` mode rows keep NaN targets where depth is missing (the coords loss skips them).
@@ -171,18 +172,18 @@ def build_buffer(mapping: FrameRecordSet, validation: FrameRecordSet, encoder: E
     parts: list[PixelBuffer] = []
     view_frame, view_pass, view_rows = [], [], []
     rows = 0
-    passes = options.augment_passes or options.max_augment_passes
+    passes = options.augmentation.passes or options.augmentation.max_passes
     total_views = len(mapping) * passes
     start = time.perf_counter()
     for pass_index in range(passes):
-        if pass_index >= 2 and options.augment_passes is None and buffer_seconds is not None:
+        if pass_index >= 2 and options.augmentation.passes is None and buffer_seconds is not None:
             per_pass = (time.perf_counter() - start) / pass_index
             if (pass_index + 1) * per_pass > buffer_seconds:
                 break
         for frame_index in range(len(mapping)):
             with timer.measure("augment"):
                 view = make_view(mapping.gray[frame_index], mapping.image_sizes[frame_index],
-                                 None if pass_index == 0 else rng, options)
+                                 None if pass_index == 0 else rng, options.augmentation)
             with timer.measure("encoder"):
                 features = encoder(view.tensor.to(device).contiguous(memory_format=torch.channels_last))
                 flat = features[0].reshape(features.shape[1], -1).T[torch.from_numpy(view.inside).to(device)]
@@ -211,7 +212,7 @@ def build_buffer(mapping: FrameRecordSet, validation: FrameRecordSet, encoder: E
     held_out = []
     for i in range(len(validation)):
         with timer.measure("validation"):
-            view = make_view(validation.gray[i], validation.image_sizes[i], None, options)
+            view = make_view(validation.gray[i], validation.image_sizes[i], None, options.augmentation)
             features = encoder(view.tensor.to(device))
             flat = features[0].reshape(features.shape[1], -1).T.to(torch.float16).cpu()
             held_out.append((flat, view.pixels_xy, validation.intrinsics[i], validation.world_T_cam[i]))
@@ -219,15 +220,15 @@ def build_buffer(mapping: FrameRecordSet, validation: FrameRecordSet, encoder: E
                          len(mapping), held_out, scene_center(mapping, use_depth), use_depth)
 
 
-def frames_source(data: Any, recording_options: Optional[dict[str, Any]] = None
+def frames_source(data: Any, recording: Optional[RecordingOptions] = None
                    ) -> tuple[Iterable[Frame], Optional[int], str]:
     """(frames, count if known, description) from a path (folder / bag, opened with
-    ``recording_options``: topics and frames) or an iterable of Frames."""
+    ``recording``: its topics and frames) or an iterable of Frames."""
     if isinstance(data, (str, os.PathLike)):
         from dsac_ros.data import iterate_then_close, open_recording
 
-        recording = open_recording(data, **(recording_options or {}))
-        return iterate_then_close(recording), len(recording), str(data)
+        reader = open_recording(data, recording)
+        return iterate_then_close(reader), len(reader), str(data)
     frames = data
     count = len(frames) if hasattr(frames, "__len__") else None
     return frames, count, "<frames>"

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
+
+from dsac_ros.dsac import RansacOptions
+from dsac_ros.head_training import HeadTrainingOptions
 
 from dsac_ros.network import DEFAULT_INPUT_HEIGHT_PX, OUTPUT_STRIDE, is_memory_head, network_config
 
@@ -18,8 +21,53 @@ class MappingError(ValueError):
 
 
 @dataclass
+class AugmentationOptions:
+    """Buffer views: pass 0 is the plain view, passes 1.. random views (DSAC*'s ranges for scale and
+    photometry; a smaller rotation, as hand-held sequences roll little). passes None: as many whole
+    passes as fit in ``BudgetOptions.buffer_fraction`` of the budget (measured on pass 0), between
+    2 and ``max_passes``."""
+
+    passes: Optional[int] = None
+    max_passes: int = 6
+    scale_range: tuple[float, float] = (2.0 / 3.0, 1.5)
+    max_rotation_deg: float = 15.0
+    brightness: float = 0.1
+    contrast: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.passes is not None and self.passes < 1:
+            raise MappingError("augmentation passes must be at least 1 (the plain view)")
+        self.scale_range = tuple(float(v) for v in self.scale_range)
+
+
+@dataclass
+class BudgetOptions:
+    """How the wall-clock budget (``MappingOptions.minutes``) is shared (see ``split_budget``)."""
+
+    buffer_fraction: float = 0.3  # augmentation passes are added while buffering stays within this
+    head_fraction: float = 0.8  # of what is left: the first stage; the rest to the end-to-end stage
+    reserve_fraction: float = 0.03  # final validation and saving (at least 2 s)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.head_fraction <= 1.0:
+            raise MappingError(f"head_fraction must be in (0, 1], got {self.head_fraction}")
+
+
+def default_e2e_ransac() -> RansacOptions:
+    # An end-to-end step costs about 1.6 s on this CPU with 1200 cells and up to 100 refinement
+    # iterations per hypothesis, 0.5 s with 600 cells and 10 iterations (DSAC 2017 refined 8 times).
+    return RansacOptions(hypotheses=64, max_refinement_iterations=10)
+
+
+@dataclass
 class MappingOptions:
-    """Everything that shapes a mapping run. Times in seconds unless named otherwise."""
+    """Everything that shapes a mapping run, composed of the options of its parts. Times in
+    seconds unless named otherwise.
+
+    head: the MLP head's schedule and losses (``HeadTrainingOptions``; its ``loss`` is chosen per
+    mode); e2e_ransac: DSAC inside the end-to-end stages; augmentation: the buffer's views;
+    budget: the split of ``minutes``.
+    """
 
     mode: str = "rgbd"
     minutes: float = 10.0
@@ -39,31 +87,13 @@ class MappingOptions:
     # Validation: every ``validation_every``-th frame is held back (at most max_validation_frames).
     validation_every: int = 20
     max_validation_frames: int = 20
-    # Buffer augmentation: pass 0 is the plain view, passes 1.. random views (DSAC*'s ranges for
-    # scale and photometry; a smaller rotation, as hand-held sequences roll little).
-    # None: as many whole passes as fit in ``buffer_fraction`` of the budget (measured on pass 0),
-    # between 2 and ``max_augment_passes``.
-    augment_passes: Optional[int] = None
-    buffer_fraction: float = 0.3
-    max_augment_passes: int = 6
-    scale_range: tuple[float, float] = (2.0 / 3.0, 1.5)
-    max_rotation_deg: float = 15.0
-    brightness: float = 0.1
-    contrast: float = 0.1
-    # Stage split and schedules.
-    head_fraction: float = 0.8
-    reserve_fraction: float = 0.03
+    augmentation: AugmentationOptions = field(default_factory=AugmentationOptions)
+    budget: BudgetOptions = field(default_factory=BudgetOptions)
+    head: HeadTrainingOptions = field(default_factory=HeadTrainingOptions)
     batch_size: int = 4096
-    lr_min: float = 5e-4
-    lr_max: float = 5e-3
-    clamp_start_px: float = 50.0
-    clamp_end_px: float = 1.0
     e2e_lr: float = 1e-4
-    e2e_hypotheses: int = 64
-    # An end-to-end step costs about 1.6 s on this CPU with 1200 cells and up to 100 refinement
-    # iterations per hypothesis, 0.5 s with 600 cells and 10 iterations (DSAC 2017 refined 8 times).
+    e2e_ransac: RansacOptions = field(default_factory=default_e2e_ransac)
     e2e_max_cells: int = 600  # cells of a view per end-to-end step (random subset if more)
-    e2e_refinement_iterations: int = 10
     # full mode (DSAC* stage 1 / 2 learning rates).
     full_lr: float = 1e-4
     full_e2e_lr: float = 1e-6
@@ -81,10 +111,6 @@ class MappingOptions:
             raise MappingError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
         if not self.minutes > 0:
             raise MappingError(f"minutes must be positive, got {self.minutes}")
-        if self.augment_passes is not None and self.augment_passes < 1:
-            raise MappingError("augment_passes must be at least 1 (the plain view)")
-        if not 0.0 < self.head_fraction <= 1.0:
-            raise MappingError(f"head_fraction must be in (0, 1], got {self.head_fraction}")
         if self.input_height_px <= 0 or self.input_height_px % OUTPUT_STRIDE:
             raise MappingError(f"input height must be a positive multiple of {OUTPUT_STRIDE}")
         if self.frame_stride < 1 or self.validation_every < 2:
@@ -97,8 +123,34 @@ class MappingOptions:
                                "there: use --mode rgbd or rgb with --network memory")
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
+        """Plain nested dict (tuples as lists), for the map's training record and checkpoints."""
+        def plain(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {k: plain(v) for k, v in value.items()}
+            return list(value) if isinstance(value, tuple) else value
+        return plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], **overrides: Any) -> "MappingOptions":
+        """Inverse of ``to_dict`` (unknown keys ignored), with ``overrides`` applied on top."""
+        parts = {"augmentation": AugmentationOptions, "budget": BudgetOptions, "head": HeadTrainingOptions,
+                 "e2e_ransac": RansacOptions}
+        known = {f.name for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                continue
+            if key in parts and isinstance(value, dict):
+                names = {f.name for f in dataclasses.fields(parts[key])}
+                value = parts[key](**{k: v for k, v in value.items() if k in names})
+            kwargs[key] = value
+        return cls(**(kwargs | overrides))
+
+
+def default_of(options_class: type, name: str) -> Any:
+    """The default of a dataclass field: argparse defaults are read from the options, never restated."""
+    field_ = next(f for f in dataclasses.fields(options_class) if f.name == name)
+    return field_.default_factory() if field_.default_factory is not dataclasses.MISSING else field_.default
 
 
 @dataclass
@@ -120,9 +172,9 @@ def split_budget(total_s: float, spent_s: float, options: MappingOptions) -> Bud
 
     A memory head needs no training time: it is built from the buffer in seconds, and the
     end-to-end stage (if on) gets its usual share; the rest of the budget is not spent."""
-    reserve = max(2.0, options.reserve_fraction * total_s)
+    reserve = max(2.0, options.budget.reserve_fraction * total_s)
     remaining = max(0.0, total_s - spent_s - reserve)
     if uses_memory_head(options):
-        return Budget(total_s, 0.0, remaining * (1.0 - options.head_fraction) if options.end_to_end else 0.0, reserve)
-    head = remaining * (options.head_fraction if options.end_to_end else 1.0)
+        return Budget(total_s, 0.0, remaining * (1.0 - options.budget.head_fraction) if options.end_to_end else 0.0, reserve)
+    head = remaining * (options.budget.head_fraction if options.end_to_end else 1.0)
     return Budget(total_s, head, remaining - head, reserve)

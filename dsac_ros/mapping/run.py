@@ -3,7 +3,7 @@
 Pipeline (``map_recording``), on a wall-clock budget:
 
     read frames --> hold out every k-th frame for validation
-      --> buffer: frozen encoder features of each mapping frame in ``augment_passes`` views
+      --> buffer: frozen encoder features of each mapping frame in ``augmentation.passes`` views
           (pass 0 as the localizer sees it, then random scale / in-plane rotation /
           brightness-contrast); every cell keeps its exact pixel in the ORIGINAL image, so targets
           and reprojection use the frame's own intrinsics
@@ -24,8 +24,8 @@ style (stage 1: coordinate or reprojection loss; stage 2: expected pose loss), f
 
 Budget split: reading + buffering take what they take (measured and reported); augmentation
 passes beyond the second are added only while the buffer is predicted to finish within
-``buffer_fraction`` (30 %) of the budget. Of the rest, a small reserve (3 %, at least 2 s) goes to
-final validation and saving, then ``head_fraction`` (default 80 %) to the first stage and the
+``budget.buffer_fraction`` (30 %) of the budget. Of the rest, a small reserve (3 %, at least 2 s) goes to
+final validation and saving, then ``budget.head_fraction`` (default 80 %) to the first stage and the
 remainder to the end-to-end stage (all of it to the first stage without it). A memory head
 needs only the end-to-end share; the rest of the budget is not spent.
 
@@ -46,6 +46,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
+from dsac_ros.data.recording import RecordingOptions
 from dsac_ros.device import describe_device, resolve_device
 from dsac_ros.encoder_file import calibrate_random_encoder, load_mapping_encoder
 from dsac_ros.mapping.checkpoints import Checkpoints, RunState, Stage
@@ -72,11 +73,11 @@ class MappingResult:
 def map_recording(data: Any, out_path: str | os.PathLike, options: MappingOptions = MappingOptions(),
                   resume: bool = False, keep_checkpoint: bool = False,
                   log: Callable[[str], None] = logger.info,
-                  recording_options: Optional[dict[str, Any]] = None) -> MappingResult:
+                  recording: Optional[RecordingOptions] = None) -> MappingResult:
     """Map a recording (folder / bag path, or an iterable of Frames) into a map file at ``out_path``.
 
     Frames need images, intrinsics and ground-truth poses (world_T_cam); ``rgbd`` also needs depth.
-    ``recording_options`` name a bag's topics and frames (``dsac_ros.data.open_recording``).
+    ``recording`` names a bag's topics and frames (``dsac_ros.data.RecordingOptions``).
     With ``resume``, a checkpoint left by an interrupted run of the same output is continued
     (its options are used; the data is read again only in ``full`` mode or without a buffer).
     Raises MappingError for unusable data or options (CheckpointError for a checkpoint of
@@ -86,11 +87,8 @@ def map_recording(data: Any, out_path: str | os.PathLike, options: MappingOption
     checkpoints = Checkpoints(out_path)
     saved = checkpoints.load_state() if resume else None
     if saved is not None:
-        known = {f.name for f in dataclasses.fields(MappingOptions)}
-        options = MappingOptions(**{k: tuple(v) if k in ("scale_range",) else v
-                                    for k, v in saved.options.items() if k in known}
-                                 | {"progress": options.progress, "device": options.device,
-                                    "max_steps": options.max_steps, "max_e2e_steps": options.max_e2e_steps})
+        options = MappingOptions.from_dict(saved.options, progress=options.progress, device=options.device,
+                                           max_steps=options.max_steps, max_e2e_steps=options.max_e2e_steps)
         log(f"resuming {checkpoints.directory} at stage {saved.stage.value} ({saved.spent_s:.0f} s spent)")
     elif not resume:
         checkpoints.remove()
@@ -98,8 +96,8 @@ def map_recording(data: Any, out_path: str | os.PathLike, options: MappingOption
         torch.set_num_threads(int(options.threads))
     run = MappingRun(out_path, options, checkpoints, saved, log)
     try:
-        result = run.map_full(data, recording_options) if options.mode == "full" else \
-            run.map_head(data, recording_options)
+        result = run.map_full(data, recording) if options.mode == "full" else \
+            run.map_head(data, recording)
     finally:
         run.progress.close()
     if not keep_checkpoint:
@@ -166,7 +164,7 @@ class MappingRun:
 
     # --- head modes (rgbd, rgb) -----------------------------------------------------------------
 
-    def map_head(self, data: Any, recording_options: Optional[dict[str, Any]]) -> MappingResult:
+    def map_head(self, data: Any, recording: Optional[RecordingOptions]) -> MappingResult:
         options, device, timer, progress, saved = self.options, self.device, self.timer, self.progress, self.saved
         encoder, encoder_config, encoder_info = load_mapping_encoder(options.encoder_path)
         if saved is not None and saved.encoder:
@@ -179,7 +177,7 @@ class MappingRun:
         buffer_data = self.checkpoints.load_buffer() if saved else None
         source = saved.source if saved else ""
         if buffer_data is None:
-            buffer_data, data_info, source = self._buffer(data, recording_options, encoder, encoder_info, use_depth,
+            buffer_data, data_info, source = self._buffer(data, recording, encoder, encoder_info, use_depth,
                                                           memory)
         budget = self.budget()
         config = {"name": f"{options.network}-head", "encoder": dict(encoder_config),
@@ -222,11 +220,11 @@ class MappingRun:
         progress.update(validation=format_validation(final))
         return self._save_result(network, encoder_info, budget, final)
 
-    def _buffer(self, data: Any, recording_options: Optional[dict[str, Any]], encoder, encoder_info: dict[str, Any],
+    def _buffer(self, data: Any, recording: Optional[RecordingOptions], encoder, encoder_info: dict[str, Any],
                 use_depth: bool, memory: bool) -> tuple[MappingBuffer, dict[str, Any], str]:
         """Read the frames and encode them into the buffer (checkpointed); -> (buffer, data_info, source)."""
         options, timer, progress = self.options, self.timer, self.progress
-        frames, count, source = frames_source(data, recording_options)
+        frames, count, source = frames_source(data, recording)
         progress.update(stage="reading")
         mapping, validation, data_info = split_frames(frames, options, timer, keep_depth=use_depth,
                                                       on_frame=lambda i: progress.update() if i % 10 == 0 else None)
@@ -234,16 +232,18 @@ class MappingRun:
             raise MappingError("rgbd mode needs depth images, and the recording has none; use --mode rgb")
         if encoder_info["encoder"].startswith("random"):
             picks = range(0, len(mapping), max(1, len(mapping) // 8))
-            views = [make_view(mapping.gray[i], mapping.image_sizes[i], None, options).tensor for i in picks]
+            views = [make_view(mapping.gray[i], mapping.image_sizes[i], None, options.augmentation).tensor
+                     for i in picks]
             same_size = [v for v in views if v.shape == views[0].shape]
             calibrate_random_encoder(encoder, torch.cat(same_size))
             encoder_info["encoder"] += ", unit-variance calibrated on mapping frames"
         progress.update(stage="buffer")
         # A memory head keeps the plain views only (augmented copies would double the search).
-        buffer_options = dataclasses.replace(options, augment_passes=1) if memory else options
+        buffer_options = dataclasses.replace(options, augmentation=dataclasses.replace(options.augmentation, passes=1)) \
+            if memory else options
         buffer_data = build_buffer(mapping, validation, encoder, buffer_options, self.device, timer, use_depth,
                                    on_view=lambda i, n: progress.update() if i % 10 == 0 else None,
-                                   buffer_seconds=options.buffer_fraction * options.minutes * 60.0 - self.clock.elapsed())
+                                   buffer_seconds=options.budget.buffer_fraction * options.minutes * 60.0 - self.clock.elapsed())
         del mapping, validation
         data_info.update(mapping_frames=buffer_data.mapping_frames, validation_frames=len(buffer_data.validation),
                          buffer_rows=len(buffer_data.buffer), views=len(buffer_data.view_rows),
@@ -257,12 +257,12 @@ class MappingRun:
 
     # --- full mode ------------------------------------------------------------------------------
 
-    def map_full(self, data: Any, recording_options: Optional[dict[str, Any]]) -> MappingResult:
+    def map_full(self, data: Any, recording: Optional[RecordingOptions]) -> MappingResult:
         """Full mode: whole network on whole images (stage 1), then optional end-to-end (stage 2)."""
         from dsac_ros.network import build_network
 
         options, device, timer, progress = self.options, self.device, self.timer, self.progress
-        frames, count, source = frames_source(data, recording_options)
+        frames, count, source = frames_source(data, recording)
         progress.update(stage="reading")
         mapping, validation, data_info = split_frames(frames, options, timer, keep_depth=True)
         data_info.update(mapping_frames=len(mapping), validation_frames=len(validation))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import time
@@ -16,7 +17,7 @@ from torch import nn
 
 from dsac_ros.buffer import cell_targets
 from dsac_ros.dsac import RansacOptions, expected_pose_loss
-from dsac_ros.head_training import (HeadTrainingOptions, annealed_clamp_px, coords_loss, head_forward_flat, one_cycle_lr,
+from dsac_ros.head_training import (annealed_clamp_px, coords_loss, head_forward_flat, one_cycle_lr,
                                     reprojection_loss)
 from dsac_ros.mapping.clock import Progress, StageTimer
 from dsac_ros.mapping.frames import FrameRecordSet, MappingBuffer
@@ -155,10 +156,9 @@ def train_head_stage(head: Head, data: MappingBuffer, loss_kind: str, options: M
             raise MappingError("rgbd mode needs depth, but no buffered cell has a valid depth; use --mode rgb")
     else:
         usable = torch.arange(len(buffer))
-    schedule = HeadTrainingOptions(loss=loss_kind, lr_min=options.lr_min, lr_max=options.lr_max,
-                                   clamp_start_px=options.clamp_start_px, clamp_end_px=options.clamp_end_px)
+    schedule = dataclasses.replace(options.head, loss=loss_kind)
     head.to(device).train()
-    optimizer = torch.optim.AdamW(head.parameters(), lr=options.lr_min, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=schedule.lr_min, weight_decay=0.0)
     state = _stage_state(state)
     sampler = EpochSampler(len(usable), options.seed + 1, **state["sampler"])
     run = _StageRun(context, state, optimizer, sampler, lambda: {"head": head.state_dict()})
@@ -253,8 +253,7 @@ def end_to_end_stage(head: Head, data: MappingBuffer, options: MappingOptions, d
     sampler = EpochSampler(len(data.view_rows), options.seed + 2, **state["sampler"])
     run = _StageRun(context, state, optimizer, sampler, lambda: {"head": head.state_dict()})
     center = torch.as_tensor(data.scene_center_m, dtype=torch.float32, device=device).view(1, 3)
-    ransac = RansacOptions(hypotheses=options.e2e_hypotheses,
-                           max_refinement_iterations=options.e2e_refinement_iterations)
+    ransac = options.e2e_ransac
     rng = torch.Generator().manual_seed(options.seed + 3 + state["step"])
     context.progress.update(stage="end-to-end")
     while not run.finished():
@@ -333,17 +332,16 @@ def full_training_stage(network: SceneCoordinateNetwork, mapping: FrameRecordSet
     sampler = EpochSampler(len(mapping), options.seed + (5 if end_to_end else 4), **state["sampler"])
     run = _StageRun(context, state, optimizer, sampler, lambda: {"network": network.state_dict()})
     rng = np.random.default_rng([options.seed, 7 if end_to_end else 6, state["step"]])
-    schedule = HeadTrainingOptions(loss="reprojection", clamp_start_px=options.clamp_start_px,
-                                   clamp_end_px=options.clamp_end_px)
-    ransac = RansacOptions(hypotheses=options.e2e_hypotheses,
-                           max_refinement_iterations=options.e2e_refinement_iterations)
+    schedule = dataclasses.replace(options.head, loss="reprojection")
+    ransac = options.e2e_ransac
     use_depth = options.mode != "rgb" and any(d is not None for d in mapping.depth_m)
     context.progress.update(stage="full: end-to-end" if end_to_end else "full: network")
     while not run.finished():
         progress = run.progress()
         step_start = time.perf_counter()
         index = int(sampler.next(1)[0])
-        view = make_view(mapping.gray[index], mapping.image_sizes[index], None if end_to_end else rng, options)
+        view = make_view(mapping.gray[index], mapping.image_sizes[index], None if end_to_end else rng,
+                         options.augmentation)
         coords = network(view.tensor.to(device))[0].reshape(3, -1).T[torch.from_numpy(view.inside).to(device)]
         pixels = view.pixels_xy[view.inside]
         pose = mapping.world_T_cam[index]

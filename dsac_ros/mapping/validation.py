@@ -77,7 +77,7 @@ def validate_network(network: SceneCoordinateNetwork, validation: FrameRecordSet
     network.eval()
     with torch.no_grad():
         for seed, i in enumerate(picks):
-            view = make_view(validation.gray[i], validation.image_sizes[i], None, options)
+            view = make_view(validation.gray[i], validation.image_sizes[i], None, options.augmentation)
             coords = network(view.tensor.to(device))[0].reshape(3, -1).T
             records.append(_validation_record(view.pixels_xy, coords, validation.intrinsics[i],
                                               validation.world_T_cam[i], 64, seed))

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from dsac_ros.mapping.options import MappingOptions
+from dsac_ros.mapping.options import AugmentationOptions
 from dsac_ros.network import DEFAULT_NORMALIZATION, OUTPUT_STRIDE, normalize_unit_gray
 
 
@@ -71,7 +71,8 @@ def view_cell_pixels(view_size: tuple[int, int], affine: np.ndarray, input_size:
 
 
 def make_view(gray_input: np.ndarray, image_size: tuple[int, int], rng: Optional[np.random.Generator],
-              options: MappingOptions, normalization: dict[str, Any] = DEFAULT_NORMALIZATION) -> AugmentedView:
+              augmentation: AugmentationOptions, normalization: dict[str, Any] = DEFAULT_NORMALIZATION
+              ) -> AugmentedView:
     """A view of a frame already resized to the network input: plain (rng None) or augmented.
 
     gray_input: (h, w) uint8 or float32 in [0, 255] at the network input size; image_size:
@@ -82,14 +83,14 @@ def make_view(gray_input: np.ndarray, image_size: tuple[int, int], rng: Optional
     if rng is None:
         affine, view_size = augmentation_affine((in_w, in_h), 1.0, 0.0)
     else:
-        scale = float(rng.uniform(*options.scale_range))
-        rotation = float(rng.uniform(-options.max_rotation_deg, options.max_rotation_deg))
+        scale = float(rng.uniform(*augmentation.scale_range))
+        rotation = float(rng.uniform(-augmentation.max_rotation_deg, augmentation.max_rotation_deg))
         affine, view_size = augmentation_affine((in_w, in_h), scale, rotation)
         # Mean grey outside the rotated image: zero after normalisation, the least informative fill.
         image = cv2.warpAffine(image, affine, view_size, flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_CONSTANT, borderValue=float(normalization["mean"]))
-        contrast = float(rng.uniform(1.0 - options.contrast, 1.0 + options.contrast))
-        brightness = float(rng.uniform(-options.brightness, options.brightness))
+        contrast = float(rng.uniform(1.0 - augmentation.contrast, 1.0 + augmentation.contrast))
+        brightness = float(rng.uniform(-augmentation.brightness, augmentation.brightness))
         image = np.clip((image - 0.5) * contrast + 0.5 + brightness, 0.0, 1.0)
     pixels = view_cell_pixels(view_size, affine, (in_w, in_h), image_size)
     img_w, img_h = image_size

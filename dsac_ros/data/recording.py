@@ -1,0 +1,38 @@
+"""Which topics and frames of a rosbag2 recording hold the data (``open_recording``'s options).
+
+Folders have fixed file names; these options apply to bags. The defaults are what
+``dsac-ros synth`` writes (``dsac_ros.data.rosbag.BagTopics``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from dsac_ros.data.rosbag import BagTopics
+
+
+@dataclass(frozen=True)
+class RecordingOptions:
+    """image_topic: sensor_msgs/Image or CompressedImage; camera_info_topic: CameraInfo;
+    depth_topic: registered depth (32FC1 m / 16UC1 mm), None to ignore depth; pose_topic: ground
+    truth before /tf (PoseStamped / PoseWithCovarianceStamped of the camera, or Odometry chained to
+    the camera through TF), None for TF only; tf_parent / tf_child: ground truth from /tf (child
+    None: the images' frame_id)."""
+
+    image_topic: str = BagTopics.image
+    camera_info_topic: str = BagTopics.camera_info
+    depth_topic: Optional[str] = BagTopics.depth
+    pose_topic: Optional[str] = BagTopics.pose
+    tf_parent: str = BagTopics.map_frame
+    tf_child: Optional[str] = None
+
+    def with_changes(self, **changes: Any) -> "RecordingOptions":
+        return dataclasses.replace(self, **changes) if changes else self
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+__all__ = ["RecordingOptions"]

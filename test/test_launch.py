@@ -7,6 +7,7 @@ The launch packages and the ros2 CLI come from a ROS 2 distribution, or from ../
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -167,6 +168,21 @@ def offline_result(localizer, frame, stamp_ns: int, hypotheses: int):
                               seed=stamp_seed(stamp_ns))
 
 
+@contextlib.contextmanager
+def launched(namespace: str, *arguments: str):
+    """``ros2 launch`` in ``namespace`` (device cpu) and a client node; on leaving, Ctrl-C and a clean
+    exit: code 0 and no traceback in the launch's output."""
+    launch = LaunchProcess(*arguments, f"namespace:={namespace}", "device:=cpu")
+    client = Client(namespace)
+    try:
+        yield launch, client
+    finally:
+        client.close()
+        code = launch.interrupt()
+    assert code == 0, launch.output
+    assert "Traceback" not in launch.output, launch.output
+
+
 @pytest.fixture
 def namespace(request) -> str:
     return f"launch_{os.getpid()}_{request.node.name.split('[')[0][-12:]}"
@@ -177,10 +193,8 @@ def test_launch_file_localises_takes_a_parameter_change_and_exits_cleanly(tiny_m
     params.write_text(PARAMS)
     frames = list(get_scene("tiny").render_frames("mapping", stride=FIT_STRIDE))
     offline = Localizer(tiny_map_path, device="cpu")
-    launch = LaunchProcess(f"map:={tiny_map_path}", f"params_file:={params}", f"namespace:={namespace}",
-                           "image:=camera/image", "camera_info:=camera/info", "device:=cpu")
-    client = Client(namespace)
-    try:
+    with launched(namespace, f"map:={tiny_map_path}", f"params_file:={params}", "image:=camera/image",
+                  "camera_info:=camera/info") as (launch, client):
         stamp_ns = 1_700_000_000 * S
         status = client.localise(frames[0], stamp_ns)
         expected = offline_result(offline, frames[0], stamp_ns, hypotheses=64)
@@ -220,12 +234,7 @@ def test_launch_file_localises_takes_a_parameter_change_and_exits_cleanly(tiny_m
         result = ros2_cli("topic", "list", "--no-daemon", "--spin-time", "2",
                           until=lambda result: f"{node_name}/status" in result.stdout)
         assert f"{node_name}/pose" in result.stdout and f"{node_name}/status" in result.stdout, result.stdout
-    finally:
-        client.close()
-        code = launch.interrupt()
     output = launch.output
-    assert code == 0, output
-    assert "Traceback" not in output, output
     # A clean start: the load is announced at INFO, never reported as a NO_MODEL error.
     assert f"loading map {tiny_map_path}" in output and f"map {tiny_map_path} loaded" in output, output
     assert "NO_MODEL" not in output, output
@@ -233,9 +242,7 @@ def test_launch_file_localises_takes_a_parameter_change_and_exits_cleanly(tiny_m
 
 def test_a_wrong_map_path_leaves_the_node_up_with_no_model_and_the_reason(namespace, tmp_path):
     missing = tmp_path / "no_such_map.pt"
-    launch = LaunchProcess(f"map:={missing}", f"namespace:={namespace}", "device:=cpu")
-    client = Client(namespace)
-    try:
+    with launched(namespace, f"map:={missing}") as (launch, client):
         assert client.spin_until(lambda: any(s.state == LocalizationStatus.STATE_NO_MODEL and "cannot load map" in s.reason
                                              for s in client.statuses), START_S), launch.output
         status = next(s for s in client.statuses if "cannot load map" in s.reason)
@@ -245,13 +252,7 @@ def test_a_wrong_map_path_leaves_the_node_up_with_no_model_and_the_reason(namesp
         # Still answering: the status keeps coming.
         count = len(client.statuses)
         assert client.spin_until(lambda: len(client.statuses) > count, 10.0)
-    finally:
-        client.close()
-        code = launch.interrupt()
-    output = launch.output
-    assert code == 0, output
-    assert "Traceback" not in output, output
-    assert "NO_MODEL: cannot load map" in output, output
+    assert "NO_MODEL: cannot load map" in launch.output, launch.output
 
 
 def test_launch_arguments_are_listed(tmp_path):

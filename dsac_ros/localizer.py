@@ -175,25 +175,11 @@ class Localizer:
             coords_cam = torch.as_tensor(points_cam, device=self.device)
         if seed is not None:
             options = replace(options, seed=int(seed))
-        pixels = torch.as_tensor(pixels_xy, device=self.device)
-        ransac_start = time.perf_counter()
-        estimate, info = estimate_pose(pixels, coords_world, intrinsics, options, coords_cam=coords_cam,
-                                       grid_hw=grid_hw)
-        ransac_ms = (time.perf_counter() - ransac_start) * 1e3
-        timings = {"network": network_ms, "ransac": ransac_ms}
-        correspondences = int(pixels_xy.shape[0])
-        common = dict(inlier_count=int(estimate.inlier_count), hypotheses_valid=int(info.hypotheses_valid),
-                      correspondences=correspondences, score=_finite(estimate.score),
-                      ransac_timings_ms={k: float(v) for k, v in info.timings_ms.items()},
-                      inlier_ratio=estimate.inlier_count / correspondences if correspondences else 0.0)
-        if not estimate.success:
-            return self._result(False, Status.LOST, estimate.reason or "no pose found", start, timings, **common)
-        covariance = estimate.covariance_6x6
-        if covariance is not None and not np.all(np.isfinite(covariance)):
-            covariance = None
-        return self._result(True, Status.OK, "", start, timings,
-                            world_T_cam=np.asarray(estimate.world_T_cam, dtype=np.float64),
-                            covariance_6x6=covariance, **common)
+        result = localize_coordinates(coords_world, torch.as_tensor(pixels_xy, device=self.device), intrinsics,
+                                      options, coords_cam=coords_cam, grid_hw=grid_hw)
+        result.timings_ms["network"] = network_ms
+        result.timings_ms["total"] = (time.perf_counter() - start) * 1e3
+        return result
 
     # --- helpers ------------------------------------------------------------------------------
 
@@ -239,6 +225,35 @@ class Localizer:
             if not np.any(np.isfinite(depth_m) & (depth_m > 0)):
                 return "depth has no valid pixels (all zero, negative or NaN)"
         return ""
+
+
+def localize_coordinates(coords_world: torch.Tensor, pixels_xy: torch.Tensor, intrinsics: Intrinsics,
+                         options: RansacOptions, coords_cam: Optional[torch.Tensor] = None,
+                         grid_hw: Optional[tuple[int, int]] = None) -> LocalizationResult:
+    """The DSAC half of ``Localizer.localize``: a pose from predicted scene coordinates.
+
+    coords_world (N, 3), pixels_xy (N, 2) in the image's pixels, coords_cam (N, 3) camera-frame
+    points for RGB-D hypotheses (NaN rows: no depth); all on one device. For callers that already
+    hold coordinates, as mapping validation does with its buffered features: the same estimate,
+    status, reasons and covariance check as a full ``localize``. timings_ms: "ransac", "total".
+    """
+    start = time.perf_counter()
+    estimate, info = estimate_pose(pixels_xy, coords_world, intrinsics, options, coords_cam=coords_cam, grid_hw=grid_hw)
+    ransac_ms = (time.perf_counter() - start) * 1e3
+    timings = {"network": 0.0, "ransac": ransac_ms, "total": ransac_ms}
+    correspondences = int(pixels_xy.shape[0])
+    common = dict(inlier_count=int(estimate.inlier_count), hypotheses_valid=int(info.hypotheses_valid),
+                  correspondences=correspondences, score=_finite(estimate.score),
+                  ransac_timings_ms={k: float(v) for k, v in info.timings_ms.items()},
+                  inlier_ratio=estimate.inlier_count / correspondences if correspondences else 0.0,
+                  timings_ms=timings, device=str(coords_world.device))
+    if not estimate.success:
+        return LocalizationResult(False, Status.LOST, estimate.reason or "no pose found", **common)
+    covariance = estimate.covariance_6x6
+    if covariance is not None and not np.all(np.isfinite(covariance)):
+        covariance = None
+    return LocalizationResult(True, Status.OK, "", world_T_cam=np.asarray(estimate.world_T_cam, dtype=np.float64),
+                              covariance_6x6=covariance, **common)
 
 
 def _finite(value: float) -> float:

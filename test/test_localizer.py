@@ -222,3 +222,18 @@ def test_input_height_override(map_path, fitted_frames):
     assert result.correspondences == 12 * 16  # 160x120 -> 128x96 input -> 16x12 cells
     with pytest.raises(ValueError, match="multiple of 8"):
         Localizer(map_path, device="cpu", input_height_px=60)
+
+
+def test_the_dsac_step_alone_gives_what_localize_gives(map_path, fitted_frames):
+    """Mapping validation localises predicted coordinates with localize_coordinates: the same
+    estimate, to the bit, as the full call on the image."""
+    from dsac_ros.localizer import localize_coordinates
+
+    localizer = Localizer(map_path, device="cpu", ransac=TINY_RANSAC)
+    frame = fitted_frames[0]
+    full = localizer.localize(frame.image_rgb, frame.intrinsics, seed=3)
+    coords, pixels, grid_hw = localizer.predict(frame.image_rgb)
+    alone = localize_coordinates(coords, torch.as_tensor(pixels), frame.intrinsics,
+                                 dataclasses.replace(TINY_RANSAC, seed=3), grid_hw=grid_hw)
+    assert full.status == alone.status == Status.OK and full.inlier_count == alone.inlier_count
+    np.testing.assert_array_equal(full.world_T_cam, alone.world_T_cam)  # same code, same inputs

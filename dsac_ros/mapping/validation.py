@@ -9,9 +9,10 @@ import numpy as np
 import torch
 
 from dsac_ros.camera import Intrinsics
-from dsac_ros.dsac import RansacOptions, estimate_pose
+from dsac_ros.dsac import RansacOptions
 from dsac_ros.evaluation import FrameRecord, compute_metrics
 from dsac_ros.head_training import head_forward_flat
+from dsac_ros.localizer import localize_coordinates
 from dsac_ros.mapping.frames import FrameRecordSet, MappingBuffer
 from dsac_ros.mapping.options import MappingOptions
 from dsac_ros.mapping.views import make_view
@@ -38,10 +39,12 @@ def validate_head(head: Head, data: MappingBuffer, device: torch.device, max_fra
 
 def _validation_record(pixels: np.ndarray, coords: torch.Tensor, intrinsics: Intrinsics, pose: np.ndarray,
                        hypotheses: int, seed: int) -> FrameRecord:
-    """Argmax DSAC on one held-out frame's predicted coordinates -> its FrameRecord (index as stamp)."""
-    estimate, _ = estimate_pose(torch.as_tensor(pixels, device=coords.device), coords, intrinsics,
-                                RansacOptions(hypotheses=hypotheses, seed=seed))
-    return FrameRecord(seed, estimate.world_T_cam if estimate.success else None, pose)
+    """One held-out frame's predicted coordinates through the Localizer's DSAC step (argmax, fixed
+    seed) -> its FrameRecord (index as stamp). The buffer holds the frame's features, not its image,
+    so the encoder is not run again."""
+    result = localize_coordinates(coords, torch.as_tensor(pixels, device=coords.device), intrinsics,
+                                  RansacOptions(hypotheses=hypotheses, seed=seed))
+    return FrameRecord.from_result(result, pose, seed)
 
 
 # What a validation keeps of ``compute_metrics`` (it is stored every few seconds of a run).

@@ -74,13 +74,17 @@ fi
 # without dependencies, and composition_interfaces (needed by launch_ros) is colcon-built below.
 launch_src_dir=""
 if [ "$ros_mode" = wheels ]; then
-  tarball=${DSAC_ROS_LAUNCH_TARBALL:-$ROOT/../shared/ros2-launch/ros2-launch-py.tar.gz}
+  tarball=${DSAC_ROS_LAUNCH_TARBALL:-$(cd "$ROOT/.." && pwd)/shared/ros2-launch/ros2-launch-py.tar.gz}
   # From / so that the repository's launch/ folder is not taken for the `launch` package.
-  if (cd / && "$PY" -c "import launch.actions, launch_ros.actions, ros2cli, ros2launch" >/dev/null 2>&1) \
-      && [ ! -f "$VENV/.dsac_ros_launch_stamp" ]; then
+  # launch_ros.actions needs composition_interfaces, which the colcon build below provides: find_spec only.
+  if (cd / && "$PY" -c "import importlib.util, launch.actions, ros2cli, ros2launch; assert importlib.util.find_spec('launch_ros')" \
+        >/dev/null 2>&1) \
+      && { [ ! -f "$VENV/.dsac_ros_launch_stamp" ] || [ ! -f "$tarball" ]; }; then
     say "ros2 launch: already installed"
+    # Installed by an earlier setup from the tarball: its composition_interfaces stay in the build.
+    [ -d "$VENV/src/ros2-launch-py" ] && launch_src_dir="$VENV/src/ros2-launch-py"
   elif [ -f "$tarball" ]; then
-    launch_stamp=$( (sha256sum "$tarball" requirements-ros-launch.txt constraints.txt) | sha256sum | cut -c1-16)
+    launch_stamp=$(cat "$tarball" requirements-ros-launch.txt constraints.txt | sha256sum | cut -c1-16)
     launch_src_dir="$VENV/src/ros2-launch-py"
     if [ "$(cat "$VENV/.dsac_ros_launch_stamp" 2>/dev/null)" != "$launch_stamp" ]; then
       say "installing ros2 launch and the ros2 CLI from $tarball"

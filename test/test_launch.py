@@ -76,13 +76,18 @@ class LaunchProcess:
     def output(self) -> str:
         return "".join(self.lines)
 
-    def interrupt(self, timeout_s: float = 30.0) -> int:
-        """SIGINT to ros2 launch (as Ctrl-C does), which shuts its nodes down; -> its exit code."""
-        self.process.send_signal(signal.SIGINT)
+    def interrupt(self, timeout_s: float = 60.0) -> int:
+        """SIGINT to the launch's process group, as Ctrl-C in a terminal does (ros2 launch and its
+        node both get it); -> the exit code. ros2 launch escalates to SIGTERM and SIGKILL after 5 s
+        each, so a minute is ample; past it the test fails with what the launch printed."""
+        os.killpg(self.process.pid, signal.SIGINT)
         try:
             code = self.process.wait(timeout=timeout_s)
-        finally:
+        except subprocess.TimeoutExpired:
             self.kill()
+            self._reader.join(timeout=5.0)
+            tail = "".join(self.lines[-60:])
+            raise AssertionError(f"ros2 launch did not exit within {timeout_s:g} s of SIGINT; its output:\n{tail}")
         self._reader.join(timeout=5.0)
         return code
 

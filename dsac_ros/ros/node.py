@@ -34,6 +34,7 @@ A thin adapter over ``dsac_ros.localizer.Localizer`` (ROS_CONVENTIONS.md):
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from typing import Any, Optional
@@ -477,6 +478,10 @@ def main(args=None) -> int:
         if rclpy.ok():
             raise
     finally:
+        # Ctrl-C in a terminal signals the whole process group, so under ros2 launch a second SIGINT
+        # (relayed by launch) can land mid-cleanup and leave a traceback: finish cleaning up instead.
+        # ros2 launch still escalates to SIGTERM / SIGKILL if this ever hangs.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -8,7 +8,8 @@ import torch
 
 from dsac_ros.benchmarks.ransac import make_problem
 from dsac_ros.camera import Intrinsics
-from dsac_ros.dsac import (RansacOptions, estimate_pose, expected_pose_loss, pose_covariance, select_hypothesis,
+from dsac_ros.dsac_training import expected_pose_loss
+from dsac_ros.dsac import (RansacOptions, estimate_pose, pose_covariance, select_hypothesis,
                            soft_inlier_scores)
 from dsac_ros.geometry import is_valid_pose, pose_errors
 from dsac_ros.score_cnn import ScoreCNN

@@ -14,7 +14,7 @@ Pipeline (``map_recording``), on a wall-clock budget:
           * ``fast`` / ``ace``: an MLP head trained on random buffer rows (``rgbd``: distance to
             the ground-truth coordinate; ``rgb``: ACE's reprojection loss with an annealed clamp
             and DSAC*'s depth constraints)
-      --> optional end-to-end stage: the DSAC expected pose loss (``dsac.expected_pose_loss``) on
+      --> optional end-to-end stage: the DSAC expected pose loss (``dsac_training.expected_pose_loss``) on
           whole buffered views, gradients into the head (a memory head's stored coordinates;
           each view looks up the memory with its own frame left out)
       --> map file with training metadata.

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from dsac_ros.buffer import cell_targets
-from dsac_ros.dsac import RansacOptions, expected_pose_loss
+from dsac_ros.dsac import RansacOptions
+from dsac_ros.dsac_training import expected_pose_loss
 from dsac_ros.head_training import (annealed_clamp_px, coords_loss, head_forward_flat, one_cycle_lr,
                                     reprojection_loss)
 from dsac_ros.mapping.clock import Progress, StageTimer

@@ -15,7 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(1, 100)))
 
-# The tolerance audit (bench/tolerance_margins.py) runs the suite with a given torch thread count
+# The tolerance audit (bench/bench_tolerances.py) runs the suite with a given torch thread count
 # and records how close every numeric check comes to its bound (test/tolerances.py).
 if os.environ.get("DSAC_ROS_TORCH_THREADS"):
     torch.set_num_threads(int(os.environ["DSAC_ROS_TORCH_THREADS"]))

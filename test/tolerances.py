@@ -5,7 +5,7 @@ environment names a file in ``DSAC_ROS_MARGINS``, it and every ``np.testing.asse
 ``np.allclose``, ``torch.allclose`` and scalar ``pytest.approx`` comparison (wrapped by
 ``install_margin_recording``, called from conftest.py) append one JSON line per check:
 ``{"test", "site", "ratio"}``, where ratio = error / allowed (1.0 is the bound; a passing check
-is below it). ``bench/tolerance_margins.py`` runs the suite under several thread counts and BLAS
+is below it). ``bench/bench_tolerances.py`` runs the suite under several thread counts and BLAS
 settings and reports the worst ratio of each check.
 """
 

@@ -9,8 +9,8 @@ import torch
 from dsac_ros.buffer import PixelBuffer, buffer_from_features, cell_targets
 from dsac_ros.camera import Intrinsics
 from dsac_ros.geometry import invert_pose, make_pose, project_points, rotation_from_axis_angle, transform_points
-from dsac_ros.head_training import (HeadTrainingOptions, coords_loss, head_forward_flat, one_cycle_lr,
-                                    reprojection_loss)
+from dsac_ros.head_training import (HeadTrainingOptions, annealed_clamp_px, coords_loss, head_forward_flat,
+                                    one_cycle_lr, reprojection_loss)
 from dsac_ros.network import Head
 
 # One torch thread per module (see conftest.one_torch_thread).
@@ -61,6 +61,13 @@ def test_one_cycle_schedule_warms_up_then_decays_to_minimum():
     assert one_cycle_lr(0.0, options) == pytest.approx(1e-4)
     assert one_cycle_lr(0.2, options) == pytest.approx(1e-2)
     assert one_cycle_lr(1.0, options) == pytest.approx(1e-4)
+
+
+def test_the_reprojection_clamp_anneals_geometrically_from_start_to_end():
+    options = HeadTrainingOptions(clamp_start_px=50.0, clamp_end_px=2.0)
+    assert annealed_clamp_px(0.0, options) == pytest.approx(50.0)
+    assert annealed_clamp_px(0.5, options) == pytest.approx(10.0)  # sqrt(50 * 2)
+    assert annealed_clamp_px(1.0, options) == pytest.approx(2.0)
     values = [one_cycle_lr(p, options) for p in np.linspace(0.2, 1.0, 20)]
     assert all(a >= b for a, b in zip(values, values[1:]))
 
@@ -124,7 +131,7 @@ def _fit(head: Head, buffer: PixelBuffer, centre: torch.Tensor, options: HeadTra
             loss = coords_loss(pred, buffer.coords_world_m[rows])
         else:
             frames = buffer.frame_index[rows].long()
-            clamp = options.clamp_start_px * (options.clamp_end_px / options.clamp_start_px) ** progress
+            clamp = annealed_clamp_px(progress, options)
             loss = reprojection_loss(pred, buffer.pixels_xy[rows], buffer.cam_T_world[frames],
                                      buffer.intrinsics_K[frames], clamp, options)
         optimizer.zero_grad()

@@ -15,7 +15,6 @@ Intrinsics are passed as ``camera = (fx_px, fy_px, cx_px, cy_px)`` python floats
 
 from __future__ import annotations
 
-
 import torch
 
 Camera = tuple[float, float, float, float]

@@ -1,5 +1,4 @@
-"""Where mapping time goes (``StageTimer``), the run's budget clock, and the progress display.
-"""
+"""Where mapping time goes (``StageTimer``), the run's budget clock, and the progress display."""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""Frames in, buffer out: reading a recording into mapping / validation sets and encoding them.
-"""
+"""Frames in, buffer out: reading a recording into mapping / validation sets and encoding them."""
 
 from __future__ import annotations
 

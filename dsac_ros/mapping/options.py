@@ -1,5 +1,4 @@
-"""What shapes a mapping run: ``MappingOptions``, its errors, and the split of the time budget.
-"""
+"""What shapes a mapping run: ``MappingOptions``, its errors, and the split of the time budget."""
 
 from __future__ import annotations
 

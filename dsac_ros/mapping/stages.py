@@ -1,5 +1,4 @@
-"""The training stages of a mapping run (head, memory, end-to-end, full), each resumable.
-"""
+"""The training stages of a mapping run (head, memory, end-to-end, full), each resumable."""
 
 from __future__ import annotations
 

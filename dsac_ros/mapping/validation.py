@@ -1,5 +1,4 @@
-"""Pose errors of held-out mapping frames during a run.
-"""
+"""Pose errors of held-out mapping frames during a run."""
 
 from __future__ import annotations
 

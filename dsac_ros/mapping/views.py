@@ -1,5 +1,4 @@
-"""Network inputs made from a frame, plain or augmented, with exact pixel bookkeeping.
-"""
+"""Network inputs made from a frame, plain or augmented, with exact pixel bookkeeping."""
 
 from __future__ import annotations
 

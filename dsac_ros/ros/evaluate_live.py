@@ -24,9 +24,7 @@ localised exactly when offline evaluation's does. ``--param NAME=VALUE`` sets an
 
 from __future__ import annotations
 
-
 import struct
-
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,7 +32,6 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
-
 
 from dsac_ros.data.rosbag import COMPRESSED_TYPE, IMAGE_TYPE, BagTopics
 from dsac_ros.status import Status

@@ -24,9 +24,7 @@ the verb and tests call ``play`` (real time, with injectable clock and sleep fun
 
 from __future__ import annotations
 
-
 import importlib
-
 import threading
 import time
 from dataclasses import dataclass, field

@@ -1,5 +1,4 @@
-"""The localizer node's ~/status between frames (NO_IMAGE, NO_MODEL) and its /diagnostics.
-"""
+"""The localizer node's ~/status between frames (NO_IMAGE, NO_MODEL) and its /diagnostics."""
 
 from __future__ import annotations
 

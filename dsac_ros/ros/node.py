@@ -456,8 +456,28 @@ class LocalizerNode(FrameInputMixin, StatusOutputMixin, TfOutputMixin, Node):
         super().destroy_node()
 
 
+def _ignore_further_interrupts() -> None:
+    """Ctrl-C in a terminal signals the whole process group, so under ros2 launch a second SIGINT
+    (relayed by launch) lands while the node cleans up: ignore it and finish cleaning up. One that
+    arrives before SIG_IGN is in place raises KeyboardInterrupt here, so retry until it is.
+    ros2 launch still escalates to SIGTERM / SIGKILL if the cleanup ever hangs."""
+    while True:
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            return
+        except KeyboardInterrupt:
+            continue
+
+
 def main(args=None) -> int:
     """Entry point of `ros2 run dsac_ros localizer`."""
+    try:
+        return _run(args)
+    except KeyboardInterrupt:  # a second Ctrl-C that landed in the shutdown path, after the cleanup ran
+        return 0
+
+
+def _run(args) -> int:
     rclpy.init(args=args)
     node = None
     try:
@@ -478,10 +498,7 @@ def main(args=None) -> int:
         if rclpy.ok():
             raise
     finally:
-        # Ctrl-C in a terminal signals the whole process group, so under ros2 launch a second SIGINT
-        # (relayed by launch) can land mid-cleanup and leave a traceback: finish cleaning up instead.
-        # ros2 launch still escalates to SIGTERM / SIGKILL if this ever hangs.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _ignore_further_interrupts()
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()

@@ -12,6 +12,11 @@ Layout (plain types and tensors only, so ``torch.load(..., weights_only=True)`` 
     training          dict of plain metadata (mode, minutes, frames, source, encoder id, ...)
     versions          {"dsac_ros", "torch", "numpy"} that wrote the file
     created_utc       ISO 8601 time of writing
+
+Format versions: 1 stored a memory head densely (float16 keys and float32 coordinates of every
+cell of every mapping frame). 2 adds the compact memory (``dsac_ros.compact_memory``): keyframe
+cells with product-quantised keys, and coordinates as int16 steps (``head.coords_q`` and
+``head.coords_step_m`` in place of ``head.values``). Version 1 files still load as they are.
 """
 
 from __future__ import annotations
@@ -30,11 +35,12 @@ import torch
 
 import dsac_ros
 from dsac_ros.atomic import write_atomically
+from dsac_ros.compact_memory import is_compact_head, pack_state, unpack_state
 from dsac_ros.network import (DEFAULT_INPUT_HEIGHT_PX, DEFAULT_NORMALIZATION, OUTPUT_STRIDE,
                               SceneCoordinateNetwork, build_network, network_config)
 
 MAP_FORMAT = "dsac_ros.map"
-MAP_FORMAT_VERSION = 1
+MAP_FORMAT_VERSION = 2
 REQUIRED_KEYS = ("format", "format_version", "network_config", "state_dict", "scene_center_m",
                  "input_height_px", "normalization")
 
@@ -97,6 +103,12 @@ def map_to_dict(network: SceneCoordinateNetwork, input_height_px: int = DEFAULT_
     if input_height_px <= 0 or input_height_px % OUTPUT_STRIDE:
         raise ValueError(f"input_height_px must be a positive multiple of {OUTPUT_STRIDE}, got {input_height_px}")
     state_dict = {name: tensor.detach().cpu().clone() for name, tensor in network.state_dict().items()}
+    if is_compact_head(network.config["head"]):
+        state_dict = pack_state(state_dict)
+        # Float16 where that loses nothing: mapping rounds the encoder for compact maps (1.6 MB saved).
+        state_dict = {name: tensor.half() if name.startswith("encoder.") and tensor.is_floating_point()
+                      and torch.equal(tensor.half().float(), tensor) else tensor
+                      for name, tensor in state_dict.items()}
     return {
         "format": MAP_FORMAT,
         "format_version": MAP_FORMAT_VERSION,
@@ -190,7 +202,14 @@ def map_from_dict(payload: Any, source: str = "<dict>") -> SceneMap:
     state_dict = payload["state_dict"]
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise MapFileError(f"map file {source}: state_dict is not a dict of tensors")
-    network = build_network(config, center)
+    if is_compact_head(config["head"]):
+        state_dict, problems = unpack_state(state_dict)
+        if problems:
+            raise MapFileError(f"map file {source}: corrupt compact memory ({'; '.join(problems)})")
+    try:
+        network = build_network(config, center)
+    except ValueError as error:
+        raise MapFileError(f"map file {source}: bad network_config ({error})") from error
     expected = network.state_dict()
     problems = [f"missing {k}" for k in expected if k not in state_dict]
     problems += [f"unexpected {k}" for k in state_dict if k not in expected]
@@ -222,3 +241,24 @@ def load_map(path: str | os.PathLike) -> SceneMap:
     newer version / missing keys / weights not matching the recorded architecture."""
     path = Path(path)
     return map_from_dict(_read_payload(path), str(path))
+
+
+def map_size_report(path: str | os.PathLike) -> dict[str, Any]:
+    """What a map file's bytes are: {"file_mb", "parts": {part: MB}, "dominant": part}.
+
+    Parts group the stored tensors: encoder weights, memory keys (codes or float16 keys),
+    coordinates, frame descriptors and index, codebooks, and the rest (MLP head, metadata)."""
+    path = Path(path)
+    payload = _read_payload(path)
+    parts: dict[str, float] = {}
+    names = {"keys": "keys", "codes": "keys", "values": "coordinates", "coords_q": "coordinates",
+             "coords_step_m": "coordinates", "descriptors": "frame descriptors", "frame_start": "frame descriptors",
+             "valid": "keys", "codebooks": "codebooks"}
+    for name, tensor in payload.get("state_dict", {}).items():
+        part = "encoder" if name.startswith("encoder.") else names.get(name.split(".")[-1], "head") \
+            if name.startswith("head.") else "other"
+        parts[part] = parts.get(part, 0.0) + tensor.numel() * tensor.element_size() / 1e6
+    file_mb = path.stat().st_size / 1e6
+    parts["metadata and container"] = max(0.0, file_mb - sum(parts.values()))
+    dominant = max(parts, key=parts.get)
+    return {"file_mb": file_mb, "parts": parts, "dominant": dominant}

@@ -98,13 +98,8 @@ class MemoryHead(nn.Module):
         """(M, C) features of one image -> (k,) indices of the most similar memory frames.
 
         retrieve_frames: k for this call (None: the map's own ``self.retrieve_frames``)."""
-        similarity = self.descriptors @ frame_descriptor(features)
-        if exclude_frame is not None:
-            similarity = similarity.clone()
-            similarity[int(exclude_frame)] = -float("inf")
         wanted = self.retrieve_frames if retrieve_frames is None else int(retrieve_frames)
-        k = min(wanted, self.frames - (exclude_frame is not None))
-        return similarity.topk(max(k, 1)).indices
+        return most_similar_frames(self.descriptors, features, wanted, exclude_frame)
 
     def lookup(self, features: torch.Tensor, exclude_frame: Optional[int] = None,
                return_index: bool = False, retrieve_frames: Optional[int] = None):
@@ -122,10 +117,27 @@ class MemoryHead(nn.Module):
         return (offsets, flat) if return_index else offsets
 
     def forward(self, features: torch.Tensor, retrieve_frames: Optional[int] = None) -> torch.Tensor:
-        batch, channels, height, width = features.shape
-        rows = features.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
-        offsets = torch.stack([self.lookup(rows[b], retrieve_frames=retrieve_frames) for b in range(batch)])
-        return offsets.reshape(batch, height, width, 3).permute(0, 3, 1, 2)
+        return lookup_grid(self, features, retrieve_frames)
+
+
+def most_similar_frames(descriptors: torch.Tensor, features: torch.Tensor, wanted: int,
+                        exclude_frame: Optional[int] = None) -> torch.Tensor:
+    """(F, C) frame descriptors, (M, C) features of one image -> (k,) indices of the ``wanted`` most
+    similar frames (k = wanted, or fewer when the memory has fewer), leaving ``exclude_frame`` out."""
+    similarity = descriptors @ frame_descriptor(features)
+    if exclude_frame is not None:
+        similarity = similarity.clone()
+        similarity[int(exclude_frame)] = -float("inf")
+    k = min(int(wanted), len(descriptors) - (exclude_frame is not None))
+    return similarity.topk(max(k, 1)).indices
+
+
+def lookup_grid(head: nn.Module, features: torch.Tensor, retrieve_frames: Optional[int] = None) -> torch.Tensor:
+    """(B, C, h, w) features -> (B, 3, h, w) offsets, each image looked up with ``head.lookup``."""
+    batch, channels, height, width = features.shape
+    rows = features.permute(0, 2, 3, 1).reshape(batch, height * width, channels)
+    offsets = torch.stack([head.lookup(rows[b], retrieve_frames=retrieve_frames) for b in range(batch)])
+    return offsets.reshape(batch, height, width, 3).permute(0, 3, 1, 2)
 
 
 @torch.no_grad()

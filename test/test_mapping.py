@@ -340,6 +340,10 @@ def test_map_verb_writes_a_loadable_map(tiny_frames, tmp_path, capsys):
     assert code == 0
     scene_map = load_map(out)
     assert scene_map.training["mode"] == "rgb" and scene_map.training["end_to_end"] is False
-    assert "time per part" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "time per part" in printed
+    # The size line: the file's megabytes and the part that dominates them.
+    size_line = next(line for line in printed.splitlines() if line.startswith("map size:"))
+    assert f"{out.stat().st_size / 1e6:.2f} MB, dominated by encoder" in size_line and "keys" in size_line
     assert main(["map", str(tmp_path / "missing"), "--out", str(out), "--quiet"]) == 2
     assert "no such file" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 (triangulated) mapping of the tiny scene, and gradients of the DSAC expected loss into its values."""
 
 import dataclasses
+import logging
 import warnings
 
 import numpy as np
@@ -20,6 +21,9 @@ from dsac_ros.network import build_network, network_config
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 INPUT_HEIGHT_PX = 96
+# These tests are about the dense memory (format 1: every cell of every frame, exact float16 keys);
+# test_compact_memory.py covers keyframes and quantised keys.
+DENSE = mp.MemoryOptions(keyframes=mp.KeyframeOptions(enabled=False), subquantizers=None)
 
 
 def _filled_head(frames=3, cells=6, channels=4, seed=0):
@@ -83,7 +87,7 @@ def tiny_memory_maps(tmp_path_factory):
     maps = {}
     for mode in ("rgbd", "rgb"):
         options = mp.MappingOptions(mode=mode, end_to_end=False, input_height_px=INPUT_HEIGHT_PX, progress=False,
-                                    device="cpu")
+                                    device="cpu", memory=DENSE)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             maps[mode] = mp.map_recording(frames, out / f"{mode}.pt", options, log=lambda message: None)
@@ -136,7 +140,7 @@ def test_end_to_end_stage_refines_memory_values(tmp_path, tiny_memory_maps):
     maps, _ = tiny_memory_maps
     frames = list(get_scene("tiny").render_frames("mapping"))
     options = mp.MappingOptions(mode="rgbd", end_to_end=True, input_height_px=INPUT_HEIGHT_PX, progress=False,
-                                device="cpu", max_e2e_steps=4, e2e_lr=1e-3,
+                                device="cpu", max_e2e_steps=4, e2e_lr=1e-3, memory=DENSE,
                                 e2e_ransac=dataclasses.replace(mp.MappingOptions().e2e_ransac, hypotheses=32))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
@@ -168,10 +172,17 @@ def test_a_large_memory_map_is_flagged_with_the_remedy(monkeypatch, caplog, tmp_
     monkeypatch.setattr("dsac_ros.mapping.stages.LARGE_MEMORY_MAP_BYTES", 1000)  # the tiny map is far above 1 kB
     frames = list(get_scene("tiny").render_frames("mapping"))[:6]
     options = mp.MappingOptions(mode="rgbd", end_to_end=False, input_height_px=INPUT_HEIGHT_PX, progress=False,
-                                device="cpu")
-    with warnings.catch_warnings(), caplog.at_level("WARNING", logger="dsac_ros.mapping"):
-        warnings.simplefilter("ignore", RuntimeWarning)
-        mp.map_recording(frames, tmp_path / "big.pt", options, log=lambda message: None)
+                                device="cpu", memory=DENSE)
+    # The handler sits on the stage's own logger: after `launch` (test_launch) has been imported,
+    # records did not always reach the root logger where caplog listens.
+    stages_logger = logging.getLogger("dsac_ros.mapping.stages")
+    stages_logger.addHandler(caplog.handler)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mp.map_recording(frames, tmp_path / "big.pt", options, log=lambda message: None)
+    finally:
+        stages_logger.removeHandler(caplog.handler)
     assert any("--every K" in record.getMessage() for record in caplog.records)
 
 

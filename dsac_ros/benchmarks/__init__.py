@@ -28,6 +28,8 @@ BENCHMARKS: dict[str, Benchmark] = {
     "node": Benchmark("the localizer node over real DDS: latency and CPU share"),
     "mapping": Benchmark("map the standard synthetic scenes on a wall-clock budget and evaluate the maps",
                          module="dsac_ros.benchmarks.mapping"),
+    "compact": Benchmark("map size: dense memory maps against compact ones (keyframes, quantised keys) on the "
+                         "standard scenes and a 4,000-frame recording", module="dsac_ros.benchmarks.compact"),
     "tolerances": Benchmark("the test suite's numeric tolerances across thread counts and BLAS code paths"),
 }
 

@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 from dsac_ros.cli.recording import add_recording_arguments, recording_options
-from dsac_ros.mapping.options import MODES, MappingOptions, default_of
+from dsac_ros.mapping.keyframes import KeyframeOptions
+from dsac_ros.mapping.options import MODES, MappingOptions, MemoryOptions, default_of
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +50,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "in 30 %% of the budget, 2 to 6)")
     parser.add_argument("--every", type=int, default=default_of(MappingOptions, "frame_stride"), metavar="K",
                         help="use every K-th frame (default: %(default)s)")
+    parser.add_argument("--keyframes", action=argparse.BooleanOptionalAction,
+                        default=default_of(KeyframeOptions, "enabled"),
+                        help="memory maps: keep only the frames that show something new (default: on)")
+    parser.add_argument("--key-bytes", type=int, default=default_of(MemoryOptions, "subquantizers"), metavar="B",
+                        help="memory maps: bytes per product-quantised key; 0 keeps dense float16 keys, "
+                             "256 bytes each (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's)")
     parser.add_argument("--seed", type=int, default=default_of(MappingOptions, "seed"),
                         help="random seed (default: %(default)s)")
@@ -66,6 +73,10 @@ def format_summary(training: dict) -> str:
     data = training.get("data", {})
     lines.append(f"frames: {data.get('mapping_frames', '?')} mapping, {data.get('validation_frames', '?')} held out; "
                  f"buffer rows: {data.get('buffer_rows', '-')}")
+    if data.get("keyframes"):
+        keyframes = data["keyframes"]
+        lines.append(f"keyframes: {keyframes['kept']} of {keyframes['considered']} mapping frames kept "
+                     f"({keyframes['redundant']} showed nothing new)")
     lines.append("time per part:")
     for name, seconds in sorted(timings.items(), key=lambda item: -item[1]):
         lines.append(f"  {name:<16} {seconds:8.1f} s  {100 * seconds / total:5.1f} %")
@@ -83,6 +94,16 @@ def format_summary(training: dict) -> str:
     return "\n".join(lines)
 
 
+def format_size(path) -> str:
+    """One line: the map's size and what its bytes are, largest part first."""
+    from dsac_ros.mapfile import map_size_report
+
+    report = map_size_report(path)
+    parts = sorted(report["parts"].items(), key=lambda item: -item[1])
+    shown = ", ".join(f"{name} {mb:.2f} MB" for name, mb in parts if mb >= 0.005)
+    return f"map size: {report['file_mb']:.2f} MB, dominated by {report['dominant']} ({shown})"
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from dsac_ros.data import RecordingError
@@ -91,6 +112,11 @@ def run(args: argparse.Namespace) -> int:
     from dsac_ros.encoder_file import EncoderFileError
 
     changes = {}
+    if args.key_bytes < 0:
+        print("dsac-ros map: --key-bytes must be 0 (dense keys) or positive", file=sys.stderr)
+        return 2
+    changes["memory"] = MemoryOptions(keyframes=KeyframeOptions(enabled=args.keyframes),
+                                      subquantizers=args.key_bytes or None)
     if args.passes is not None:
         changes["augmentation"] = AugmentationOptions(passes=args.passes)
     try:
@@ -109,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     print(format_summary(result.training))
+    print(format_size(result.path))
     print(f"map written to {result.path}")
     if args.quiet:
         print(json.dumps(result.training.get("validation", {})))

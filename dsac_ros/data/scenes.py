@@ -6,10 +6,12 @@ Standard scenes, in the order ``list_scenes()`` gives them:
 |---|---|---|---|---|
 | ``small_room`` | 4.2 x 3.4 x 2.6 | 300 (3 loops) | 150 | posters, furniture, plain walls: the demo scene |
 | ``large_room`` | 8.0 x 6.0 x 3.0 | 480 (4 loops) | 200 | brick walls, tiled floor, rows of identical crates |
+| ``small_room_long`` | small_room | 4,000 (5 loops, 30 Hz) | 150 | a 7-Scenes-length recording (benchmarks only) |
 | ``tiny`` | small_room | 24 (2 loops) | 8 | 160 x 120 default size: fast tests of other modules |
 
 Frames are rendered at 640 x 480 by default (fx = fy = 525 px, principal point at the centre; the
-intrinsics are rescaled with ``Intrinsics.resized`` for other sizes), stamped at 10 Hz. Mapping
+intrinsics are rescaled with ``Intrinsics.resized`` for other sizes), stamped at 10 Hz (the long
+recording at 30 Hz: five slower loops, 27 s each). Mapping
 splits are several passes (loops) recorded one after another with a 2 s pause between them; the
 camera jumps between passes, as between 7-Scenes' separate sequences.
 
@@ -53,6 +55,7 @@ class SceneSpec:
     test_frames: int
     seed: int
     default_size_px: tuple[int, int] = (640, 480)
+    frame_period_ns: int = FRAME_PERIOD_NS
 
     def scene(self) -> Scene:
         return _built_scene(self.name)
@@ -84,7 +87,7 @@ class SceneSpec:
         else:
             pass_index = np.zeros(self.test_frames, dtype=np.int64)
         frame_index = np.arange(len(pass_index), dtype=np.int64)
-        return SPLIT_START_NS[split] + FRAME_PERIOD_NS * frame_index + PASS_GAP_NS * pass_index.astype(np.int64)
+        return SPLIT_START_NS[split] + self.frame_period_ns * frame_index + PASS_GAP_NS * pass_index.astype(np.int64)
 
     def pass_index(self, split: str = "mapping") -> np.ndarray:
         """(N,) which pass (loop) each frame of a split belongs to."""
@@ -177,6 +180,12 @@ _REGISTRY: dict[str, SceneSpec] = {
     "large_room": SceneSpec("large_room", "8 x 6 m hall: brick walls, tiled floor, identical crates (harder)",
                             _build_large_room, _LARGE_ROUTE, mapping_frames=480, mapping_passes=4,
                             test_frames=200, seed=2),
+    # 7-Scenes length (1,000 to 7,000 mapping frames per scene): a hand-held camera at 30 Hz, five
+    # loops of 27 s each through small_room. Rendered once and cached by the benchmarks; never in tests.
+    "small_room_long": SceneSpec("small_room_long", "small_room at 30 Hz: 4,000 mapping frames in 5 loops "
+                                 "(a 7-Scenes-length recording, benchmarks only)",
+                                 _build_small_room, _SMALL_ROUTE, mapping_frames=4000, mapping_passes=5,
+                                 test_frames=150, seed=4, frame_period_ns=FRAME_PERIOD_NS // 3),
     "tiny": SceneSpec("tiny", "small_room geometry, 24 mapping + 8 test frames at 160 x 120 (for tests)",
                       _build_small_room, _SMALL_ROUTE, mapping_frames=24, mapping_passes=2, test_frames=8,
                       seed=3, default_size_px=(160, 120)),

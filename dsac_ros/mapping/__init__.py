@@ -18,8 +18,9 @@ from dsac_ros.encoder_file import DEFAULT_ENCODER_PATH, calibrate_random_encoder
 from dsac_ros.mapping.checkpoints import CHECKPOINT_VERSION, CheckpointError, Checkpoints, RunState, Stage
 from dsac_ros.mapping.clock import BudgetClock, Progress, StageTimer
 from dsac_ros.mapping.frames import FrameRecordSet, MappingBuffer, build_buffer, scene_center, split_frames
+from dsac_ros.mapping.keyframes import KeyframeOptions, KeyframeSelector
 from dsac_ros.mapping.options import (MODES, AugmentationOptions, Budget, BudgetOptions, MappingError, MappingOptions,
-                                      split_budget, uses_memory_head)
+                                      MemoryOptions, split_budget, uses_memory_head)
 from dsac_ros.mapping.run import MappingResult, MappingRun, map_recording
 from dsac_ros.mapping.stages import (EpochSampler, StageContext, end_to_end_stage, end_to_end_step, fill_memory,
                                      full_training_stage, train_head_stage, view_expected_loss, view_rows)
@@ -27,7 +28,7 @@ from dsac_ros.mapping.validation import summarize_records, validate_head, valida
 from dsac_ros.mapping.views import AugmentedView, augmentation_affine, make_view, view_cell_pixels
 
 __all__ = ["AugmentationOptions", "AugmentedView", "Budget", "BudgetOptions", "BudgetClock", "CHECKPOINT_VERSION", "CheckpointError", "Checkpoints", "DEFAULT_ENCODER_PATH", "EpochSampler",
-           "FrameRecordSet", "MODES", "MappingBuffer", "MappingError", "MappingOptions", "MappingResult", "MappingRun", "Progress", "RunState", "Stage",
+           "FrameRecordSet", "KeyframeOptions", "KeyframeSelector", "MODES", "MemoryOptions", "MappingBuffer", "MappingError", "MappingOptions", "MappingResult", "MappingRun", "Progress", "RunState", "Stage",
            "StageContext", "StageTimer", "augmentation_affine", "build_buffer", "calibrate_random_encoder",
            "end_to_end_stage", "end_to_end_step", "fill_memory", "full_training_stage", "load_mapping_encoder",
            "make_view", "map_recording", "scene_center", "split_budget", "split_frames", "summarize_records",

@@ -14,6 +14,7 @@ from dsac_ros.data.recording import RecordingOptions
 from dsac_ros.buffer import PixelBuffer, cell_targets
 from dsac_ros.frame import Frame
 from dsac_ros.mapping.clock import StageTimer
+from dsac_ros.mapping.keyframes import KeyframeSelector
 from dsac_ros.mapping.options import MappingError, MappingOptions
 from dsac_ros.mapping.views import make_view
 from dsac_ros.network import Encoder, network_input_size, to_gray_resized
@@ -90,16 +91,18 @@ def _frame_problem(frame: Frame) -> str:
 
 
 def split_frames(frames: Iterable[Frame], options: MappingOptions, timer: StageTimer,
-                 keep_depth: bool = True, on_frame: Optional[Callable[[int], None]] = None
-                 ) -> tuple[FrameRecordSet, FrameRecordSet, dict]:
+                 keep_depth: bool = True, on_frame: Optional[Callable[[int], None]] = None,
+                 keyframes: Optional[KeyframeSelector] = None) -> tuple[FrameRecordSet, FrameRecordSet, dict]:
     """Read frames into (mapping, validation) sets at the network input size.
 
     Every ``frame_stride``-th frame is used; of those, every ``validation_every``-th (offset to the
     middle of each block, at most ``max_validation_frames``) is held back for validation. Frames
-    without a valid pose are skipped and counted.
+    without a valid pose are skipped and counted. With a ``keyframes`` selector, only the mapping
+    frames it keeps are stored (a long recording never sits in memory whole).
     """
     mapping, validation = FrameRecordSet(), FrameRecordSet()
     skipped: dict[str, int] = {}
+    redundant = 0
     used = 0
     iterator = iter(frames)
     index = -1
@@ -126,12 +129,22 @@ def split_frames(frames: Iterable[Frame], options: MappingOptions, timer: StageT
             gray = to_gray_resized(frame.image_rgb, input_size)
         hold_out = (used % options.validation_every == options.validation_every // 2
                     and len(validation) < options.max_validation_frames)
-        (validation if hold_out else mapping).append(frame, gray, index, keep_depth)
         used += 1
+        if not hold_out and keyframes is not None:
+            with timer.measure("keyframes"):
+                keep = keyframes.consider(np.asarray(frame.world_T_cam, dtype=np.float64), frame.intrinsics,
+                                          frame.depth_m if keep_depth else None)
+            if not keep:
+                redundant += 1
+                continue
+        (validation if hold_out else mapping).append(frame, gray, index, keep_depth)
     if len(mapping) == 0:
         detail = f" (skipped: {skipped})" if skipped else ""
         raise MappingError(f"no usable mapping frames: frames need an image, intrinsics and a pose{detail}")
-    return mapping, validation, {"frames_read": index + 1, "skipped": skipped}
+    info = {"frames_read": index + 1, "skipped": skipped}
+    if keyframes is not None:
+        info["keyframes"] = {"considered": keyframes.considered, "kept": keyframes.kept, "redundant": redundant}
+    return mapping, validation, info
 
 
 def scene_center(mapping: FrameRecordSet, use_depth: bool) -> np.ndarray:

@@ -3,6 +3,8 @@
 Pipeline (``map_recording``), on a wall-clock budget:
 
     read frames --> hold out every k-th frame for validation
+      --> memory heads: keep the keyframes only, frames that show something the memory has not
+          seen (``dsac_ros.mapping.keyframes``), so a long recording never sits in memory whole
       --> buffer: frozen encoder features of each mapping frame in ``augmentation.passes`` views
           (pass 0 as the localizer sees it, then random scale / in-plane rotation /
           brightness-contrast); every cell keeps its exact pixel in the ORIGINAL image, so targets
@@ -10,7 +12,8 @@ Pipeline (``map_recording``), on a wall-clock budget:
       --> the head:
           * ``memory`` (default): the plain views' cells stored as (feature, coordinate) pairs
             (``dsac_ros.memory_head``); ``rgbd`` takes coordinates from depth + pose, ``rgb``
-            triangulates them from matches between mapping frames. Seconds, no training.
+            triangulates them from matches between mapping frames. Seconds, no training. Then the
+            known cells are compacted: 16-byte product-quantised keys (``dsac_ros.compact_memory``)
           * ``fast`` / ``ace``: an MLP head trained on random buffer rows (``rgbd``: distance to
             the ground-truth coordinate; ``rgb``: ACE's reprojection loss with an annealed clamp
             and DSAC*'s depth constraints)
@@ -51,12 +54,13 @@ from dsac_ros.device import describe_device, resolve_device
 from dsac_ros.encoder_file import calibrate_random_encoder, load_mapping_encoder
 from dsac_ros.mapping.checkpoints import Checkpoints, RunState, Stage
 from dsac_ros.mapping.clock import BudgetClock, Progress, StageTimer
+from dsac_ros.mapping.keyframes import KeyframeSelector
 from dsac_ros.mapping.frames import MappingBuffer, build_buffer, frames_source, scene_center, split_frames
 from dsac_ros.mapping.options import Budget, MappingError, MappingOptions, split_budget, uses_memory_head
 from dsac_ros.mapping.stages import StageContext, end_to_end_stage, fill_memory, full_training_stage, train_head_stage
 from dsac_ros.mapping.validation import format_validation, validate_head, validate_network
 from dsac_ros.mapping.views import make_view
-from dsac_ros.network import DEFAULT_NORMALIZATION, build_head, SceneCoordinateNetwork, network_config
+from dsac_ros.network import DEFAULT_NORMALIZATION, SceneCoordinateNetwork, build_head, network_config
 
 logger = logging.getLogger(__name__)
 
@@ -195,6 +199,18 @@ class MappingRun:
         if saved is None:
             self.checkpoint(None)  # from here on, --resume finds the buffer and the budget
 
+        def install_head(head_config: dict[str, Any]) -> None:
+            """Replace the network's head (the dense memory becomes the compact one once filled)."""
+            nonlocal head
+            with torch.random.fork_rng(devices=[]):
+                head = build_head(encoder.feature_channels, head_config)
+            network.head = head
+            config["head"] = dict(head_config)
+            network.config = dict(config)
+
+        head_state = self.state.stage_state(Stage.HEAD)
+        if head_state and head_state.get("head_config"):
+            install_head(head_state["head_config"])
         for stage in (Stage.E2E, Stage.HEAD):  # the latest weights a checkpoint holds
             stage_state = self.state.stage_state(stage)
             if stage_state and stage_state.get("head"):
@@ -205,7 +221,12 @@ class MappingRun:
             if memory:
                 progress.update(stage="memory")
                 with timer.measure("memory"):
-                    return fill_memory(head, buffer_data, use_depth, self.log)
+                    state = fill_memory(head, buffer_data, use_depth, self.log,
+                                        options.memory.subquantizers, options.seed)
+                if state.get("head_config"):
+                    install_head(state["head_config"])
+                    head.load_state_dict(state["head"])
+                return state
             return train_head_stage(head, buffer_data, "coords" if use_depth else "reprojection", options, device,
                                     context, stage_state)
 
@@ -213,7 +234,7 @@ class MappingRun:
             (Stage.HEAD, first_stage, budget.head_s, False),
             (Stage.E2E, lambda context, stage_state: end_to_end_stage(head, buffer_data, options, device, context,
                                                                       stage_state), budget.e2e_s, True),
-        ], validate=lambda: validate_head(head, buffer_data, device, max_frames=5))
+        ], validate=lambda: validate_head(head, buffer_data, device, max_frames=5))  # head: the latest one
         progress.update(stage="final validation")
         with timer.measure("validation"):
             final = validate_head(head, buffer_data, device, max_frames=10)
@@ -226,8 +247,14 @@ class MappingRun:
         options, timer, progress = self.options, self.timer, self.progress
         frames, count, source = frames_source(data, recording)
         progress.update(stage="reading")
+        selector = KeyframeSelector(options.memory.keyframes) if memory and options.memory.keyframes.enabled else None
         mapping, validation, data_info = split_frames(frames, options, timer, keep_depth=use_depth,
-                                                      on_frame=lambda i: progress.update() if i % 10 == 0 else None)
+                                                      on_frame=lambda i: progress.update() if i % 10 == 0 else None,
+                                                      keyframes=selector)
+        if selector is not None:
+            self.log(f"keyframes: {selector.kept} of {selector.considered} mapping frames show enough new "
+                     f"({options.memory.keyframes.min_novel_fraction:.0%} of their view, "
+                     f"{options.memory.keyframes.max_view_angle_deg:g} deg)")
         if use_depth and not any(d is not None for d in mapping.depth_m):
             raise MappingError("rgbd mode needs depth images, and the recording has none; use --mode rgb")
         if encoder_info["encoder"].startswith("random"):
@@ -237,6 +264,13 @@ class MappingRun:
             same_size = [v for v in views if v.shape == views[0].shape]
             calibrate_random_encoder(encoder, torch.cat(same_size))
             encoder_info["encoder"] += ", unit-variance calibrated on mapping frames"
+        if memory and options.memory.compact and options.memory.encoder_float16:
+            # The map stores the encoder as float16: encode the memory with exactly those weights.
+            with torch.no_grad():
+                for tensor in encoder.state_dict().values():
+                    if tensor.is_floating_point():
+                        tensor.copy_(tensor.half().float())
+            encoder_info["encoder_float16"] = True
         progress.update(stage="buffer")
         # A memory head keeps the plain views only (augmented copies would double the search).
         buffer_options = dataclasses.replace(options, augmentation=dataclasses.replace(options.augmentation, passes=1)) \

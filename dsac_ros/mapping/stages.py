@@ -195,22 +195,27 @@ def train_head_stage(head: Head, data: MappingBuffer, loss_kind: str, options: M
     return state
 
 
-# A memory map holds every mapping cell; above this size, ``fill_memory`` suggests thinning frames.
+# A dense memory map holds every cell of every kept frame; above this size, ``fill_memory`` suggests
+# thinning frames (compact maps are quantised right after filling).
 LARGE_MEMORY_MAP_BYTES = 500 * 2**20
 
 
 def fill_memory(head: nn.Module, data: MappingBuffer, use_depth: bool,
-                log: Callable[[str], None] = logger.info) -> dict[str, Any]:
-    """Store every mapping frame's plain view in a memory head; returns a stage state.
+                log: Callable[[str], None] = logger.info, subquantizers: Optional[int] = None,
+                seed: int = 0) -> dict[str, Any]:
+    """Store every mapping frame's plain view in a (dense) memory head; returns a stage state.
 
     rgbd: each cell's coordinate from depth and pose. rgb: coordinates triangulated from matches
     between mapping frames with known poses (``dsac_ros.memory_head.triangulate_memory``).
+    With ``subquantizers``, the filled memory is then compacted (``CompactMemoryHead.from_dense``):
+    the state's "head" is the compact head's and "head_config" its architecture.
     """
+    from dsac_ros.compact_memory import CompactMemoryHead
     from dsac_ros.memory_head import triangulate_memory
 
     start = time.perf_counter()
     size_bytes = sum(t.numel() * t.element_size() for t in head.state_dict().values())
-    if size_bytes > LARGE_MEMORY_MAP_BYTES:
+    if size_bytes > LARGE_MEMORY_MAP_BYTES and not subquantizers:
         logger.warning("the memory map will be %.0f MB (%d mapping frames); map with --every K to keep every "
                        "K-th frame (small_room: every 2nd frame cost 3 points of cell inliers)",
                        size_bytes / 2**20, head.frames)
@@ -234,8 +239,19 @@ def fill_memory(head: nn.Module, data: MappingBuffer, use_depth: bool,
         f"coordinate{' (triangulated)' if triangulated else ''}, {time.perf_counter() - start:.1f} s")
     if known == 0:
         raise MappingError("no mapping cell has a scene coordinate (no depth, nothing triangulated)")
-    return {"step": 0, "elapsed_s": time.perf_counter() - start, "losses": [], "memory_cells": known,
-            "triangulation": triangulated, "head": head.state_dict()}
+    state = {"step": 0, "losses": [], "memory_cells": known, "triangulation": triangulated}
+    if subquantizers:
+        quantize_start = time.perf_counter()
+        compact = CompactMemoryHead.from_dense(head, subquantizers, seed)
+        state.update(head=compact.state_dict(), quantize_s=round(time.perf_counter() - quantize_start, 2),
+                     head_config={"type": "memory", "layout": "pq", "frames": compact.frames,
+                                  "entries": compact.entries, "subquantizers": compact.subquantizers,
+                                  "retrieve_frames": compact.retrieve_frames})
+        log(f"memory: {compact.entries} keys quantised to {subquantizers} bytes in {state['quantize_s']:.1f} s")
+    else:
+        state["head"] = head.state_dict()
+    state["elapsed_s"] = time.perf_counter() - start
+    return state
 
 
 def end_to_end_stage(head: Head, data: MappingBuffer, options: MappingOptions, device: torch.device,

@@ -190,3 +190,36 @@ def test_an_old_format_1_memory_map_loads_and_predicts_as_it_did():
     # encoder's sums; a near-tie may flip to another key on another BLAS (allowed: 2 % of cells).
     moved = ((coords - old).norm(dim=0) > 1e-4).float().mean()
     check_below("fraction of cells predicted differently from fb52886", float(moved), 0.02)
+
+
+def test_the_keyframe_view_angle_follows_the_mode_unless_given():
+    assert mp.KeyframeOptions().for_mode("rgbd").max_view_angle_deg == 5.0
+    assert mp.KeyframeOptions().for_mode("rgb").max_view_angle_deg == 3.0
+    assert mp.KeyframeOptions(max_view_angle_deg=8.0).for_mode("rgb").max_view_angle_deg == 8.0
+    with pytest.raises(ValueError, match="max_view_angle_deg must be positive"):
+        mp.KeyframeOptions(max_view_angle_deg=0.0)
+
+
+def test_an_interrupted_compact_run_resumes_with_the_compact_memory(tiny, tmp_path, monkeypatch):
+    frames, _ = tiny
+    out = tmp_path / "resumed.pt"
+    options = mp.MappingOptions(mode="rgbd", end_to_end=True, input_height_px=INPUT_HEIGHT_PX, progress=False,
+                                device="cpu", max_e2e_steps=2, e2e_lr=1e-3, checkpoint_every_s=1e9)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        monkeypatch.setattr("dsac_ros.mapping.run.end_to_end_stage", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            mp.map_recording(frames, out, options, log=lambda message: None)
+        saved = mp.Checkpoints(out).load_state()
+        assert saved.stage == mp.Stage.E2E and saved.stage_state(mp.Stage.HEAD)["head_config"]["layout"] == "pq"
+        monkeypatch.undo()
+        result = mp.map_recording(iter(()), out, options, resume=True, log=lambda message: None)
+    head = load_map(out).network.head
+    assert isinstance(head, CompactMemoryHead) and result.training["stages"]["end_to_end"]["steps"] == 2
+    # The end-to-end stage trained the compact memory's coordinates, starting from the saved ones.
+    before = saved.stage_state(mp.Stage.HEAD)["head"]["values"]
+    assert head.values.shape == before.shape and not torch.equal(head.values.detach(), before)

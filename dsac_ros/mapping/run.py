@@ -247,14 +247,15 @@ class MappingRun:
         options, timer, progress = self.options, self.timer, self.progress
         frames, count, source = frames_source(data, recording)
         progress.update(stage="reading")
-        selector = KeyframeSelector(options.memory.keyframes) if memory and options.memory.keyframes.enabled else None
+        keyframe_options = options.memory.keyframes.for_mode(options.mode)
+        selector = KeyframeSelector(keyframe_options) if memory and keyframe_options.enabled else None
         mapping, validation, data_info = split_frames(frames, options, timer, keep_depth=use_depth,
                                                       on_frame=lambda i: progress.update() if i % 10 == 0 else None,
                                                       keyframes=selector)
         if selector is not None:
             self.log(f"keyframes: {selector.kept} of {selector.considered} mapping frames show enough new "
-                     f"({options.memory.keyframes.min_novel_fraction:.0%} of their view, "
-                     f"{options.memory.keyframes.max_view_angle_deg:g} deg)")
+                     f"({keyframe_options.min_novel_fraction:.0%} of their view, "
+                     f"{keyframe_options.max_view_angle_deg:g} deg)")
         if use_depth and not any(d is not None for d in mapping.depth_m):
             raise MappingError("rgbd mode needs depth images, and the recording has none; use --mode rgb")
         if encoder_info["encoder"].startswith("random"):

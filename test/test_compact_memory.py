@@ -95,13 +95,13 @@ def test_quantised_lookups_agree_with_the_exact_lookup(tiny_maps, tiny):
         approx = quantised.predict(frame.image_rgb)[0].reshape(3, -1).T
         disagree.append(float(((approx - exact).norm(dim=1) > 0.05).float().mean()))
     # 16-byte keys reconstruct the 128 channels with about 27 % relative error, so some cells find
-    # another (nearby) key; measured here: 23 % of cells move by more than 5 cm.
+    # another (nearby) key; measured here: 25 % of cells move by more than 5 cm.
     check_below("fraction of cells whose quantised lookup moved > 5 cm", float(np.mean(disagree)), 0.4)
     for name, localizer in (("dense", dense), ("quantised", quantised)):
         for index, frame in enumerate(test_frames):
             estimate = localizer.localize(frame.image_rgb, frame.intrinsics, seed=index)
             errors[name].append(pose_errors(estimate.world_T_cam, frame.world_T_cam)[0] if estimate.success else np.inf)
-    # Poses: the quantised map localises the tiny test frames about as well (measured 3.9 vs 3.6 cm).
+    # Poses: the quantised map localises the tiny 96-px test frames as well (measured median 16 vs 19 cm).
     assert np.median(errors["quantised"]) < 2.0 * np.median(errors["dense"]) + 0.02, errors
 
 

@@ -55,6 +55,9 @@ class FrameRecord:
     inlier_count: int = 0
     inlier_ratio: float = 0.0
     score: float = 0.0
+    # Set when the acceptance gate (dsac_ros.gate) turned an estimate into LOST: its (translation m,
+    # rotation deg) error, so a report can say what the gate stopped (inf without ground truth).
+    gated_errors: Optional[tuple[float, float]] = None
 
     def __post_init__(self) -> None:
         if self.world_T_cam_est is not None:
@@ -84,6 +87,19 @@ class FrameRecord:
             inlier_ratio=float(getattr(result, "inlier_ratio", 0.0) or 0.0),
             score=float(getattr(result, "score", 0.0) or 0.0),
         )
+
+    def apply_gate(self, result: Any, settings: Any) -> "FrameRecord":
+        """Apply ``dsac_ros.gate.gate``: a rejected estimate becomes LOST with the gate's reason,
+        as the node would publish nothing for it; its error is kept in ``gated_errors``."""
+        from dsac_ros.gate import gate
+
+        status, reason = gate(result, settings)
+        if status != Status.OK and self.world_T_cam_est is not None:
+            self.gated_errors = self.errors()
+            self.world_T_cam_est = None
+        if status != Status.OK:
+            self.status, self.reason = status, reason
+        return self
 
     @property
     def has_gt(self) -> bool:
@@ -144,6 +160,7 @@ def compute_metrics(records: Sequence[FrameRecord]) -> dict[str, Any]:
     metrics["median_rotation_deg_localized"] = None if not len(ok_r) else float(np.median(ok_r))
     metrics["mean_translation_cm_localized"] = None if not len(ok_t) else 100.0 * float(np.mean(ok_t))
     metrics["mean_rotation_deg_localized"] = None if not len(ok_r) else float(np.mean(ok_r))
+    metrics.update(_published_metrics(scored, translation_m, rotation_deg, localized))
     for stage in TIMING_STAGES:
         times = np.array([r.timings_ms[stage] for r in records if stage in r.timings_ms], dtype=np.float64)
         times = times[np.isfinite(times)]
@@ -151,6 +168,31 @@ def compute_metrics(records: Sequence[FrameRecord]) -> dict[str, Any]:
         metrics[f"p95_ms_{stage}"] = _percentile(times, 95)
         metrics[f"mean_ms_{stage}"] = float(times.mean()) if len(times) else None
     return metrics
+
+
+# A published pose this far off teleports a robot: the navigation stack's false positive.
+FALSE_POSITIVE_M, FALSE_POSITIVE_DEG = 0.25, 10.0
+
+
+def _published_metrics(scored: Sequence[FrameRecord], translation_m: np.ndarray, rotation_deg: np.ndarray,
+                       localized: np.ndarray) -> dict[str, Any]:
+    """What a navigation stack would receive: published % (localized = published), false positives
+    (published with an error above 25 cm or 10 deg, and above 5 cm / 5 deg), recall and precision at
+    5 cm / 5 deg, and what the gate stopped (frames it turned LOST, and how many of those were wrong)."""
+    count = len(scored)
+    within = (translation_m < 0.05) & (rotation_deg < 5.0)
+    far = localized & ((translation_m > FALSE_POSITIVE_M) | (rotation_deg > FALSE_POSITIVE_DEG))
+    gated = [r.gated_errors for r in scored if r.gated_errors is not None]
+    gated_wrong = sum(1 for t, r in gated if t > FALSE_POSITIVE_M or r > FALSE_POSITIVE_DEG)
+    return {
+        "published_pct": 100.0 * float(localized.mean()) if count else 0.0,
+        "false_positives_25cm_10deg": int(far.sum()),
+        "false_positives_5cm_5deg": int((localized & ~within).sum()),
+        "recall_5cm_5deg": 100.0 * float(within.mean()) if count else 0.0,
+        "precision_5cm_5deg": 100.0 * float(within.sum() / localized.sum()) if localized.any() else None,
+        "gated": len(gated),
+        "gated_wrong_25cm_10deg": gated_wrong,
+    }
 
 
 def _fmt(value: Optional[float], digits: int = 1, failed_text: str = "fail") -> str:
@@ -161,6 +203,11 @@ def format_metrics_table(metrics: dict[str, Any], title: str = "") -> str:
     """A fixed-width text table of the headline numbers."""
     rows = [
         ("frames (scored / localized)", f"{metrics['frames']} / {metrics['localized']}"),
+        ("published (gate passed)", f"{metrics.get('published_pct', 0.0):.1f} %"
+                                    + (f", gate stopped {metrics['gated']} ({metrics['gated_wrong_25cm_10deg']} "
+                                       f"of them > 25 cm / 10 deg)" if metrics.get("gated") else "")),
+        ("false positives", f"{metrics.get('false_positives_25cm_10deg', 0)} > 25 cm / 10 deg, "
+                            f"{metrics.get('false_positives_5cm_5deg', 0)} > 5 cm / 5 deg"),
         ("within 5 cm, 5 deg", f"{metrics['pct_5cm_5deg']:.1f} %"),
         ("within 2 cm, 2 deg", f"{metrics['pct_2cm_2deg']:.1f} %"),
         ("within 1 cm, 1 deg", f"{metrics['pct_1cm_1deg']:.1f} %"),
@@ -359,10 +406,12 @@ DEFAULT_SEED = 0
 
 def evaluate_frames(localizer, frames, use_depth: bool = False, seed: int | None = DEFAULT_SEED,
                     every: int = 1, max_frames: int | None = None, progress: bool = True, total: int | None = None,
-                    seed_from_stamp: bool = False):
+                    seed_from_stamp: bool = False, gate_settings: Any = None):
     """Localise frames -> list of FrameRecord. ``frames`` is any iterable of dsac_ros.frame.Frame.
 
-    Frame i is seeded with ``seed + i``, or with ``stamp_seed(frame.stamp_ns)`` when seed_from_stamp."""
+    Frame i is seeded with ``seed + i``, or with ``stamp_seed(frame.stamp_ns)`` when seed_from_stamp.
+    gate_settings (``dsac_ros.gate.GateSettings``): count only what the node would publish; None
+    scores every estimate DSAC returned."""
     from dsac_ros.progress import progress_bar
 
     records: list[FrameRecord] = []
@@ -385,6 +434,8 @@ def evaluate_frames(localizer, frames, use_depth: bool = False, seed: int | None
             result = localizer.localize(frame.image_rgb, frame.intrinsics,
                                         depth_m=frame.depth_m if use_depth else None, seed=frame_seed)
             record = FrameRecord.from_result(result, frame.world_T_cam, frame.stamp_ns, frame.name or str(index))
+            if gate_settings is not None:
+                record.apply_gate(result, gate_settings)
             records.append(record)
             translation_m, rotation_deg = record.errors()
             within += translation_m < threshold_m and rotation_deg < threshold_deg

@@ -208,3 +208,18 @@ def test_evaluate_live_verb_errors(tiny_bag, tiny_map_path, tmp_path, capsys):
     assert "unknown node parameter" in capsys.readouterr().err
     assert main(["evaluate-live", str(tiny_bag), "--map", str(tiny_map_path), "--image-topic", "/nope"]) == 2
     assert "no image topic" in capsys.readouterr().err
+
+
+def test_frames_of_another_scene_are_lost_offline_and_live_with_nothing_published(tiny_map_path, tmp_path):
+    """The small_room map asked about large_room: DSAC finds poses with 28-43 inliers (measured), and
+    the one gate (dsac_ros.gate) stops every one of them, in the node and offline alike."""
+    bag = tmp_path / "other_scene"
+    write_bag(list(get_scene("large_room").render_frames("test", 160, 120, stride=50)), bag)
+    common = [str(bag), "--map", str(tiny_map_path), "--device", "cpu", "--quiet", "--no-plots"]
+    assert main(["evaluate", *common, "--seed-from-stamp", "--report", str(tmp_path / "offline")]) == 0
+    assert main(["evaluate-live", *common, "--report", str(tmp_path / "live")]) == 0
+    (offline, offline_rows), (live, live_rows) = load(tmp_path / "offline"), load(tmp_path / "live")
+    assert [r["status"] for r in live_rows] == [r["status"] for r in offline_rows] == ["LOST"] * 4
+    assert live["published_pct"] == offline["published_pct"] == 0.0
+    assert (tmp_path / "live" / "est.txt").read_text().strip() == ""  # the node published no pose
+    assert offline["gated"] == 4 and offline["gated_wrong_25cm_10deg"] == 4

@@ -2,6 +2,9 @@
 
 DATA is a folder or a rosbag2 (anything ``dsac_ros.data.read_frames`` reads). Frames need
 ground-truth poses to be scored; frames without are localised, timed and listed, not scored.
+Estimates pass the node's acceptance gate (``dsac_ros.gate``, its min_inliers and min_inlier_ratio)
+before they count, so the report shows what the node would publish: published %, false positives,
+and what the gate stopped. ``--no-gate`` scores every estimate.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 
 from dsac_ros.cli.recording import add_recording_arguments, recording_options
 from dsac_ros.evaluation import DEFAULT_SEED, evaluate_frames
+from dsac_ros.gate import GateSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed-from-stamp", action="store_true",
                         help="seed each frame from its stamp as the ROS node does (instead of --seed + index), "
                              "so results equal 'dsac-ros evaluate-live' on the same bag")
+    parser.add_argument("--min-inliers", type=int, default=GateSettings().min_inliers, metavar="N",
+                        help="the node's gate: count a pose as published only with at least N inliers "
+                             "(default: the node's, %(default)s)")
+    parser.add_argument("--min-inlier-ratio", type=float, default=GateSettings().min_inlier_ratio, metavar="R",
+                        help="... and an inlier ratio of at least R (default: the node's, %(default)s)")
+    parser.add_argument("--no-gate", action="store_true",
+                        help="score every estimate DSAC returned, as if the node published all of them")
     parser.add_argument("--every", type=int, default=1, metavar="K", help="use every K-th frame (default: 1)")
     parser.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots in the report")
@@ -47,6 +58,8 @@ def _ransac_options(args: argparse.Namespace):
         changes["hypotheses"] = args.hypotheses
     if args.inlier_threshold is not None:
         changes["inlier_threshold_px"] = args.inlier_threshold
+    if not args.no_gate:  # as the node: the core's own floor stays at its default unless the gate's is lower
+        changes["min_inliers"] = min(RansacOptions().min_inliers, args.min_inliers)
     return RansacOptions(**changes)
 
 
@@ -74,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
         try:
             records = evaluate_frames(localizer, recording, use_depth=args.use_depth, seed=args.seed,
                                       every=args.every, max_frames=args.max_frames, progress=not args.quiet,
-                                      total=len(recording), seed_from_stamp=args.seed_from_stamp)
+                                      total=len(recording), seed_from_stamp=args.seed_from_stamp,
+                                      gate_settings=None if args.no_gate else GateSettings(args.min_inliers,
+                                                                                           args.min_inlier_ratio))
         finally:
             close = getattr(recording, "close", None)
             if close is not None:
@@ -95,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
                     "threads": torch.get_num_threads(),
                     "use_depth": bool(args.use_depth), "every": args.every,
                     "seed": "from stamp" if args.seed_from_stamp else args.seed,
-                    "ransac": localizer.ransac_dict()}
+                    "ransac": localizer.ransac_dict(),
+                    "gate": "off" if args.no_gate else {"min_inliers": args.min_inliers,
+                                                        "min_inlier_ratio": args.min_inlier_ratio}}
         paths = write_report(args.report, records, metrics, title=title, extra=run_info, plots=not args.no_plots)
         print(f"report written to {Path(args.report)} ({', '.join(p.name for p in paths.values())})")
     return 0

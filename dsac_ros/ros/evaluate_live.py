@@ -17,9 +17,10 @@ Modes:
                         up with are dropped (counted as failures in the metrics and listed).
 
 Same frames give the same poses as ``dsac-ros evaluate DATA --map MAP --seed-from-stamp``: the node
-seeds RANSAC from the image stamp, and by default this command sets the node's acceptance gate to
-the core's (min_inliers = RansacOptions().min_inliers, min_inlier_ratio = 0), so a frame counts as
-localised exactly when offline evaluation's does. ``--param NAME=VALUE`` sets any node parameter.
+seeds RANSAC from the image stamp, and both apply the node's acceptance gate (``dsac_ros.gate``)
+with the same parameters, so a frame counts as published exactly when offline evaluation's does.
+``--param NAME=VALUE`` sets any node parameter (give ``dsac-ros evaluate`` the same
+``--min-inliers`` / ``--min-inlier-ratio``).
 """
 
 from __future__ import annotations
@@ -157,7 +158,6 @@ class LiveEvaluator:
         from rclpy.parameter import Parameter
         from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-        from dsac_ros.dsac import RansacOptions
         from dsac_ros.msg import LocalizationStatus
         from dsac_ros.ros.node import LocalizerNode, default_localizer_factory
         from geometry_msgs.msg import PoseStamped
@@ -194,7 +194,7 @@ class LiveEvaluator:
                 remaps.append(f"depth:={depth_topic}")
             values: dict[str, Any] = {
                 "map_path": str(map_path), "device": device, "use_sim_time": True, "tf_mode": "map_to_camera",
-                "min_inliers": RansacOptions().min_inliers, "min_inlier_ratio": 0.0, "seed_from_stamp": True,
+                "seed_from_stamp": True,
                 "use_depth": bool(use_depth), "use_compressed": compressed}
             values.update(node_parameters or {})
             self.node_parameters = values

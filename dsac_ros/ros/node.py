@@ -53,12 +53,12 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from tf2_msgs.msg import TFMessage
 
 from dsac_ros.frame import stamp_seed
-from dsac_ros.geometry import is_valid_pose
+from dsac_ros.gate import gate
 from dsac_ros.msg import LocalizationStatus
 from dsac_ros.status import Status
 from dsac_ros.ros import params as node_params
-from dsac_ros.ros.conversions import (Undistorter, covariance_for_attached_frame, covariance_to_msg, matrix_to_pose,
-                                      ns_to_stamp, pose_to_matrix, stamp_to_ns)
+from dsac_ros.ros.conversions import (STATE_OF_STATUS, Undistorter, covariance_for_attached_frame, covariance_to_msg,
+                                      matrix_to_pose, ns_to_stamp, pose_to_matrix, stamp_to_ns)
 from dsac_ros.ros.frame_input import MAX_BUFFERED_DEPTH, FrameFailure, FrameInputMixin, PendingFrame
 from dsac_ros.ros.status_output import STATE_NAMES, StatusOutputMixin
 from dsac_ros.ros.tf_output import Broadcast, TfOutputMixin
@@ -369,22 +369,10 @@ class LocalizerNode(FrameInputMixin, StatusOutputMixin, TfOutputMixin, Node):
 
     def _accept(self, frame: PendingFrame, result, settings) -> None:
         """Gate the estimate; publish pose, covariance and TF; raise FrameFailure otherwise."""
-        if result.status == Status.BAD_INPUT:
-            raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT, result.reason or "the localizer refused the frame")
-        if not result.success:
-            raise FrameFailure(LocalizationStatus.STATE_LOST, result.reason or "localisation failed")
-        if result.inlier_count < settings.min_inliers:
-            raise FrameFailure(LocalizationStatus.STATE_LOST,
-                               f"{result.inlier_count} inliers < min_inliers {settings.min_inliers}")
-        if result.inlier_ratio < settings.min_inlier_ratio:
-            raise FrameFailure(LocalizationStatus.STATE_LOST,
-                               f"inlier ratio {result.inlier_ratio:.3f} < min_inlier_ratio {settings.min_inlier_ratio:g}")
-        map_T_cam = result.world_T_cam
-        if map_T_cam is None or not is_valid_pose(map_T_cam):
-            raise FrameFailure(LocalizationStatus.STATE_LOST, "the estimated pose is not a finite rigid transform")
-        covariance = result.covariance_6x6
-        if covariance is None or not np.all(np.isfinite(covariance)):
-            raise FrameFailure(LocalizationStatus.STATE_LOST, "the pose covariance is not finite")
+        status, reason = gate(result, settings)
+        if status != Status.OK:
+            raise FrameFailure(STATE_OF_STATUS[status], reason)
+        map_T_cam, covariance = result.world_T_cam, result.covariance_6x6
         camera_frame = settings.camera_frame or frame.msg.header.frame_id.lstrip("/")
         stamp_ns = frame.stamp_ns
         needs_base = settings.pose_target == "base" or (settings.publish_tf and settings.tf_mode != "map_to_camera")

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Optional
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 
 from dsac_ros.dsac import RansacOptions
+from dsac_ros.gate import GateSettings
 
 TF_MODES = ("map_to_odom", "map_to_base", "map_to_camera")
 POSE_TARGETS = ("camera", "base")
@@ -73,8 +74,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   ransac_field="score_alpha"),
     ParameterSpec("ransac.max_refinement_iterations", 100, "cap on re-fitting the selected hypothesis on its inliers",
                   range=(0, 1000), ransac_field="max_refinement_iterations"),
-    ParameterSpec("min_inliers", 50, "a pose is published only with at least this many inliers", range=(4, 1000000)),
-    ParameterSpec("min_inlier_ratio", 0.1, "... and at least this fraction of correspondences being inliers",
+    ParameterSpec("min_inliers", GateSettings().min_inliers, "a pose is published only with at least this many inliers",
+                  range=(4, 1000000)),
+    ParameterSpec("min_inlier_ratio", GateSettings().min_inlier_ratio, "... and at least this fraction of correspondences being inliers",
                   range=(0.0, 1.0)),
     ParameterSpec("map_frame", "map", "frame of published poses (REP-105)"),
     ParameterSpec("odom_frame", "odom", "odometry frame (tf_mode map_to_odom)"),

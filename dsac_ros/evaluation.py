@@ -58,6 +58,7 @@ class FrameRecord:
     # Set when the acceptance gate (dsac_ros.gate) turned an estimate into LOST: its (translation m,
     # rotation deg) error, so a report can say what the gate stopped (inf without ground truth).
     gated_errors: Optional[tuple[float, float]] = None
+    covariance_6x6: Optional[np.ndarray] = None  # of the published estimate (x y z, rot X Y Z; world)
 
     def __post_init__(self) -> None:
         if self.world_T_cam_est is not None:
@@ -86,6 +87,7 @@ class FrameRecord:
             inlier_count=int(getattr(result, "inlier_count", 0) or 0),
             inlier_ratio=float(getattr(result, "inlier_ratio", 0.0) or 0.0),
             score=float(getattr(result, "score", 0.0) or 0.0),
+            covariance_6x6=getattr(result, "covariance_6x6", None) if getattr(result, "success", False) else None,
         )
 
     def apply_gate(self, result: Any, settings: Any) -> "FrameRecord":
@@ -96,7 +98,7 @@ class FrameRecord:
         status, reason = gate(result, settings)
         if status != Status.OK and self.world_T_cam_est is not None:
             self.gated_errors = self.errors()
-            self.world_T_cam_est = None
+            self.world_T_cam_est, self.covariance_6x6 = None, None
         if status != Status.OK:
             self.status, self.reason = status, reason
         return self
@@ -161,6 +163,7 @@ def compute_metrics(records: Sequence[FrameRecord]) -> dict[str, Any]:
     metrics["mean_translation_cm_localized"] = None if not len(ok_t) else 100.0 * float(np.mean(ok_t))
     metrics["mean_rotation_deg_localized"] = None if not len(ok_r) else float(np.mean(ok_r))
     metrics.update(_published_metrics(scored, translation_m, rotation_deg, localized))
+    metrics.update(covariance_consistency(scored))
     for stage in TIMING_STAGES:
         times = np.array([r.timings_ms[stage] for r in records if stage in r.timings_ms], dtype=np.float64)
         times = times[np.isfinite(times)]
@@ -195,6 +198,32 @@ def _published_metrics(scored: Sequence[FrameRecord], translation_m: np.ndarray,
     }
 
 
+# chi-square 95 % quantile with 6 degrees of freedom: a consistent 6-DoF covariance has 95 % of
+# its errors inside this Mahalanobis radius (squared), and a mean NEES of 6.
+CHI2_6DOF_95 = 12.5916
+
+
+def covariance_consistency(records: Sequence[FrameRecord]) -> dict[str, Any]:
+    """How honest the published covariances are: normalised estimation error squared (NEES,
+    e^T C^-1 e with e = ``geometry.pose_error_vector``) over published frames with ground truth and
+    a covariance. Consistent: mean about 6, about 95 % inside the 95 % ellipsoid."""
+    from dsac_ros.geometry import pose_error_vector
+
+    nees = []
+    for r in records:
+        if r.localized and r.has_gt and r.covariance_6x6 is not None and np.all(np.isfinite(r.covariance_6x6)):
+            error = pose_error_vector(r.world_T_cam_est, r.world_T_cam_gt)
+            try:
+                nees.append(float(error @ np.linalg.solve(np.asarray(r.covariance_6x6, dtype=np.float64), error)))
+            except np.linalg.LinAlgError:
+                continue
+    values = np.array(nees)
+    return {"covariance_frames": len(values),
+            "nees_mean": float(values.mean()) if len(values) else None,
+            "nees_median": float(np.median(values)) if len(values) else None,
+            "pct_inside_95_ellipsoid": 100.0 * float((values < CHI2_6DOF_95).mean()) if len(values) else None}
+
+
 def _fmt(value: Optional[float], digits: int = 1, failed_text: str = "fail") -> str:
     return failed_text if value is None else f"{value:.{digits}f}"
 
@@ -208,6 +237,8 @@ def format_metrics_table(metrics: dict[str, Any], title: str = "") -> str:
                                        f"of them > 25 cm / 10 deg)" if metrics.get("gated") else "")),
         ("false positives", f"{metrics.get('false_positives_25cm_10deg', 0)} > 25 cm / 10 deg, "
                             f"{metrics.get('false_positives_5cm_5deg', 0)} > 5 cm / 5 deg"),
+        ("covariance: NEES mean / inside 95 %", f"{_fmt(metrics.get('nees_mean'), 1, '-')} (6 if honest) / "
+                                               f"{_fmt(metrics.get('pct_inside_95_ellipsoid'), 1, '-')} %"),
         ("within 5 cm, 5 deg", f"{metrics['pct_5cm_5deg']:.1f} %"),
         ("within 2 cm, 2 deg", f"{metrics['pct_2cm_2deg']:.1f} %"),
         ("within 1 cm, 1 deg", f"{metrics['pct_1cm_1deg']:.1f} %"),

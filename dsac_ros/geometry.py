@@ -74,6 +74,16 @@ def pose_errors(world_T_cam_est: np.ndarray, world_T_cam_gt: np.ndarray) -> tupl
     return translation_m, rotation_angle_deg(relative)
 
 
+def pose_error_vector(world_T_cam_est: np.ndarray, world_T_cam_gt: np.ndarray) -> np.ndarray:
+    """(6,) error of an estimate in the convention of its covariance (``refinement.pose_covariance``):
+    camera centre difference (m) and the rotation vector of R_est R_gt^T (rad, world axes)."""
+    from scipy.spatial.transform import Rotation
+
+    est, gt = np.asarray(world_T_cam_est, dtype=np.float64), np.asarray(world_T_cam_gt, dtype=np.float64)
+    rotation = Rotation.from_matrix(est[:3, :3] @ gt[:3, :3].T).as_rotvec()
+    return np.concatenate([est[:3, 3] - gt[:3, 3], rotation])
+
+
 def quaternion_xyzw_from_rotation(rotation: np.ndarray) -> np.ndarray:
     """(3, 3) rotation -> unit quaternion (x, y, z, w) with w >= 0."""
     m = np.asarray(rotation, dtype=np.float64)

@@ -81,3 +81,30 @@ def test_the_gate_keeps_the_frames_the_map_knows(tiny_map_path):
     records = evaluate_frames(localizer, frames, progress=False, seed_from_stamp=True, gate_settings=GateSettings())
     metrics = compute_metrics(records)
     assert metrics["published_pct"] >= 75.0 and metrics["false_positives_25cm_10deg"] == 0
+
+
+def test_covariance_consistency_of_errors_drawn_from_the_covariance():
+    """Errors drawn from the stated covariance give NEES mean 6 and 95 % inside the 95 % ellipsoid;
+    the same errors under a covariance 10 times too small do not."""
+    from scipy.spatial.transform import Rotation
+
+    from dsac_ros.evaluation import covariance_consistency
+
+    rng = np.random.default_rng(0)
+    root = np.diag([0.02, 0.01, 0.03, 0.004, 0.002, 0.003]) + 0.001 * rng.standard_normal((6, 6))
+    covariance = root @ root.T
+    records, overconfident = [], []
+    gt = np.eye(4)
+    gt[:3, 3] = (1.0, 2.0, 1.5)
+    for error in rng.multivariate_normal(np.zeros(6), covariance, size=2000):
+        estimate = gt.copy()
+        estimate[:3, 3] += error[:3]
+        estimate[:3, :3] = Rotation.from_rotvec(error[3:]).as_matrix() @ gt[:3, :3]
+        records.append(FrameRecord(0, estimate, gt, covariance_6x6=covariance))
+        overconfident.append(FrameRecord(0, estimate, gt, covariance_6x6=covariance / 10))
+    honest = covariance_consistency(records)
+    # 2000 draws: the mean of chi-square(6) has a standard deviation of 0.08, the fraction 0.5 points.
+    assert honest["covariance_frames"] == 2000 and abs(honest["nees_mean"] - 6.0) < 0.4
+    assert abs(honest["pct_inside_95_ellipsoid"] - 95.0) < 2.0
+    too_small = covariance_consistency(overconfident)
+    assert too_small["nees_mean"] > 50 and too_small["pct_inside_95_ellipsoid"] < 50

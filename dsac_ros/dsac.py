@@ -62,6 +62,9 @@ class RansacOptions:
     # Training guards (DSAC*): cut gradients of hypotheses whose pose Jacobian has an entry above this.
     max_jacobian_entry: float = 10.0
     covariance_min_sigma_px: float = 0.5
+    # Wall-clock cap on one frame's DSAC (sampling, scoring, refinement) in ms; 0 = none. A frame
+    # that runs past it is LOST ("time_budget_exceeded"), so a hopeless frame never blocks the next.
+    time_budget_ms: float = 0.0
 
     def __post_init__(self) -> None:
         if self.hypotheses < 1:
@@ -76,6 +79,8 @@ class RansacOptions:
             raise ValueError(f"unknown refinement_loss {self.refinement_loss!r}; choose 'cauchy' or 'squared'")
         if self.max_sampling_rounds < 1 or self.max_candidates_per_round < 1:
             raise ValueError("the sampling budget must be positive")
+        if not self.time_budget_ms >= 0:
+            raise ValueError(f"time_budget_ms must be >= 0 (0 = no cap), got {self.time_budget_ms}")
 
     @property
     def beta(self) -> float:
@@ -227,14 +232,16 @@ def _candidates_rgbd(pick, coords_world, coords_cam, threshold_m):
 @torch.no_grad()
 def sample_hypotheses(pixels_xy: torch.Tensor, coords_world: torch.Tensor, camera: solvers.Camera,
                       options: RansacOptions, generator: torch.Generator | None = None,
-                      coords_cam: torch.Tensor | None = None, count: int | None = None) -> Hypotheses:
+                      coords_cam: torch.Tensor | None = None, count: int | None = None,
+                      deadline_s: float | None = None) -> Hypotheses:
     """Draw up to ``count`` (default options.hypotheses) valid hypotheses, batched.
 
     pixels_xy (n, 2), coords_world (n, 3) [, coords_cam (n, 3)]: usable points only, float64.
     Minimal sets that are degenerate, non-finite, or whose points do not fit the hypothesis within
     the inlier threshold are rejected and redrawn, in at most ``max_sampling_rounds`` batched rounds;
     each round draws as many candidates as the acceptance rate seen so far predicts are needed.
-    May return fewer than ``count`` hypotheses (possibly none) when the budget runs out.
+    May return fewer than ``count`` hypotheses (possibly none) when the budget runs out, or when
+    ``deadline_s`` (a ``time.perf_counter()`` value) has passed after a round.
     """
     count = options.hypotheses if count is None else count
     device, dtype = coords_world.device, coords_world.dtype
@@ -245,6 +252,8 @@ def sample_hypotheses(pixels_xy: torch.Tensor, coords_world: torch.Tensor, camer
         if coords_cam is None:
             table = torch.cat([pixels_xy, coords_world, solvers.bearings_from_pixels(pixels_xy, camera)], -1)
         while have < count and rounds < options.max_sampling_rounds:
+            if rounds and deadline_s is not None and time.perf_counter() > deadline_s:
+                break
             need = count - have
             # Optimistic first round (a quarter valid), then sized by the measured rate (+30 %).
             rate = 0.25 if drawn == 0 else max(accepted / drawn, 1.0 / options.max_candidates_per_round)
@@ -374,12 +383,18 @@ def estimate_pose(pixels_xy: torch.Tensor, coords_world: torch.Tensor, intrinsic
         pix_u, world_u = pix[usable_index], world[usable_index]
         cam_u = None if cam is None else cam[usable_index]
 
+        deadline_s = start + options.time_budget_ms / 1e3 if options.time_budget_ms > 0 else None
         t0 = time.perf_counter()
-        hyps = sample_hypotheses(pix_u, world_u, camera, options, _make_generator(options, device, generator), cam_u)
+        hyps = sample_hypotheses(pix_u, world_u, camera, options, _make_generator(options, device, generator), cam_u,
+                                 deadline_s=deadline_s)
         _sync(device)
         t1 = time.perf_counter()
         info.hypotheses_valid, info.sampling_rounds, info.candidates_drawn = len(hyps), hyps.rounds, hyps.drawn
         info.timings_ms["sampling"] = (t1 - t0) * 1e3
+        if deadline_s is not None and t1 > deadline_s:
+            # Past the budget with sampling alone: the frame is hopeless or the machine overloaded.
+            info.timings_ms.update(scoring=0.0, refinement=0.0)
+            return failure("time_budget_exceeded")
         if len(hyps) == 0:
             info.timings_ms.update(scoring=0.0, refinement=0.0)
             return failure("no_valid_hypothesis")

@@ -291,3 +291,20 @@ def test_gradient_descent_through_the_expected_loss_reduces_the_pose_error():
     assert t0 > 0.05  # the noisy start is visibly off
     assert t1 < 0.25 * t0 and r1 < 0.25 * r0
     assert np.mean(losses[-20:]) < 0.25 * np.mean(losses[:5])
+
+
+def test_the_time_budget_ends_a_hopeless_frame_as_lost():
+    """Correspondences of pure noise: almost every minimal set is rejected, so sampling would go
+    through all its rounds. With a budget already spent after the first round, the frame ends there
+    as LOST with the reason, and the budget is an option like any other (0 = none)."""
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.rand(600, 2, generator=generator, dtype=torch.float64) * torch.tensor([640.0, 480.0], dtype=torch.float64)
+    coords = torch.randn(600, 3, generator=generator, dtype=torch.float64) + torch.tensor([0.0, 0.0, 3.0], dtype=torch.float64)
+    intrinsics = (525.0, 525.0, 319.5, 239.5)
+    capped, info = estimate_pose(pixels, coords, intrinsics, RansacOptions(seed=0, time_budget_ms=1e-6))
+    assert not capped.success and capped.reason == "time_budget_exceeded"
+    assert info.sampling_rounds == 1
+    free, free_info = estimate_pose(pixels, coords, intrinsics, RansacOptions(seed=0))
+    assert free_info.sampling_rounds > 1 and free.reason != "time_budget_exceeded"
+    with pytest.raises(ValueError, match="time_budget_ms"):
+        RansacOptions(time_budget_ms=-1.0)

@@ -74,6 +74,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   ransac_field="score_alpha"),
     ParameterSpec("ransac.max_refinement_iterations", 100, "cap on re-fitting the selected hypothesis on its inliers",
                   range=(0, 1000), ransac_field="max_refinement_iterations"),
+    ParameterSpec("ransac.time_budget_ms", 0.0, "cap on one frame's DSAC wall time, ms: a frame past it is LOST "
+                  "(time_budget_exceeded) instead of blocking the next; 0 = no cap", range=(0.0, 60000.0),
+                  ransac_field="time_budget_ms"),
     ParameterSpec("min_inliers", GateSettings().min_inliers, "a pose is published only with at least this many inliers",
                   range=(4, 1000000)),
     ParameterSpec("min_inlier_ratio", GateSettings().min_inlier_ratio, "... and at least this fraction of correspondences being inliers",

@@ -129,8 +129,8 @@ def train_product_quantizer(keys: torch.Tensor, subquantizers: int, seed: int = 
                             ) -> tuple[torch.Tensor, torch.Tensor]:
     """(N, C) float keys -> ((S, 256, C / S) float32 codebooks, (N, S) uint8 codes), with faiss.
 
-    Deterministic for a seed: the training sample and faiss's k-means initialisation are seeded,
-    and the assignment of a point to its nearest centroid does not depend on the thread count.
+    Deterministic for a seed on one machine and thread count: the training sample and faiss's
+    k-means initialisation are seeded (sums in other orders may move a centroid in its last bits).
     """
     import faiss
 

@@ -203,10 +203,14 @@ def _published_metrics(scored: Sequence[FrameRecord], translation_m: np.ndarray,
 CHI2_6DOF_95 = 12.5916
 
 
-def covariance_consistency(records: Sequence[FrameRecord]) -> dict[str, Any]:
-    """How honest the published covariances are: normalised estimation error squared (NEES,
-    e^T C^-1 e with e = ``geometry.pose_error_vector``) over published frames with ground truth and
-    a covariance. Consistent: mean about 6, about 95 % inside the 95 % ellipsoid."""
+CHI2_6DOF_MEDIAN = 5.3481
+# A covariance scale is fitted only from this many frames with ground truth and a pose.
+MIN_CALIBRATION_FRAMES = 3
+
+
+def nees_values(records: Sequence[FrameRecord]) -> np.ndarray:
+    """(n,) normalised estimation errors squared, e^T C^-1 e with e = ``geometry.pose_error_vector``,
+    of the localized frames with ground truth and a finite covariance."""
     from dsac_ros.geometry import pose_error_vector
 
     nees = []
@@ -217,7 +221,25 @@ def covariance_consistency(records: Sequence[FrameRecord]) -> dict[str, Any]:
                 nees.append(float(error @ np.linalg.solve(np.asarray(r.covariance_6x6, dtype=np.float64), error)))
             except np.linalg.LinAlgError:
                 continue
-    values = np.array(nees)
+    return np.array(nees, dtype=np.float64)
+
+
+def covariance_scale(records: Sequence[FrameRecord]) -> Optional[float]:
+    """The factor that makes these frames' covariances consistent: median NEES / the chi-square(6)
+    median, never below 1 (calibration only ever widens the residual-based covariance); None with
+    fewer than ``MIN_CALIBRATION_FRAMES`` usable frames. The median, not the mean: one gross error
+    would otherwise set the scale for every frame."""
+    values = nees_values(records)
+    if len(values) < MIN_CALIBRATION_FRAMES:
+        return None
+    return max(1.0, float(np.median(values)) / CHI2_6DOF_MEDIAN)
+
+
+def covariance_consistency(records: Sequence[FrameRecord]) -> dict[str, Any]:
+    """How honest the published covariances are: normalised estimation error squared (NEES) over
+    published frames with ground truth and a covariance. Consistent: mean about 6, about 95 %
+    inside the 95 % ellipsoid."""
+    values = nees_values(records)
     return {"covariance_frames": len(values),
             "nees_mean": float(values.mean()) if len(values) else None,
             "nees_median": float(np.median(values)) if len(values) else None,

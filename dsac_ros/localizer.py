@@ -97,6 +97,12 @@ class Localizer:
         self.input_height_px = height
         self.ransac = ransac if ransac is not None else RansacOptions()
         self.retrieve_frames = self._checked_retrieve_frames(retrieve_frames)
+        # Calibration of the inlier-residual covariance, fitted when the map was made on held-out
+        # frames (dsac_ros.evaluation.covariance_scale); maps without one keep the raw covariance.
+        validation = self.map.training.get("validation") or {}
+        scale = validation.get("covariance_scale") if isinstance(validation, dict) else None
+        self.covariance_scale = float(scale) if isinstance(scale, (int, float)) and np.isfinite(scale) and scale >= 1 \
+            else 1.0
         logger.info("localizer: map %s (%s network, input height %d px) on %s",
                     self.map.path or "<in memory>", self.map.network_config.get("name", "custom"),
                     self.input_height_px, self.device_name)
@@ -177,6 +183,8 @@ class Localizer:
             options = replace(options, seed=int(seed))
         result = localize_coordinates(coords_world, torch.as_tensor(pixels_xy, device=self.device), intrinsics,
                                       options, coords_cam=coords_cam, grid_hw=grid_hw)
+        if result.covariance_6x6 is not None:
+            result.covariance_6x6 = result.covariance_6x6 * self.covariance_scale
         result.timings_ms["network"] = network_ms
         result.timings_ms["total"] = (time.perf_counter() - start) * 1e3
         return result

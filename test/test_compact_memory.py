@@ -123,6 +123,8 @@ def test_compact_maps_are_small_and_keep_the_coordinates(tiny_maps):
 def test_default_maps_localise_the_tiny_scene(tiny_maps, tiny):
     _, test_frames = tiny
     result = tiny_maps["default"]
+    # The map records its covariance calibration (None here: the tiny scene holds out one frame).
+    assert "covariance_scale" in result.training["validation"]
     # The tiny scene's 23 mapping frames are 15 deg apart: each shows something new, all are kept.
     assert result.training["data"]["keyframes"]["kept"] == result.training["data"]["keyframes"]["considered"]
     localizer = Localizer(result.path, device="cpu")

@@ -108,3 +108,47 @@ def test_covariance_consistency_of_errors_drawn_from_the_covariance():
     assert abs(honest["pct_inside_95_ellipsoid"] - 95.0) < 2.0
     too_small = covariance_consistency(overconfident)
     assert too_small["nees_mean"] > 50 and too_small["pct_inside_95_ellipsoid"] < 50
+
+
+def test_the_covariance_scale_makes_errors_consistent_and_never_narrows():
+    from scipy.spatial.transform import Rotation
+
+    from dsac_ros.evaluation import covariance_consistency, covariance_scale
+
+    rng = np.random.default_rng(1)
+    covariance = np.diag([4e-4, 1e-4, 9e-4, 1.6e-5, 4e-6, 9e-6])
+    gt = np.eye(4)
+
+    def records(error_scale, count=2000):
+        out = []
+        for error in rng.multivariate_normal(np.zeros(6), covariance * error_scale, size=count):
+            estimate = gt.copy()
+            estimate[:3, 3] = error[:3]
+            estimate[:3, :3] = Rotation.from_rotvec(error[3:]).as_matrix()
+            out.append(FrameRecord(0, estimate, gt, covariance_6x6=covariance))
+        return out
+
+    too_confident = records(30.0)
+    scale = covariance_scale(too_confident)
+    # The median of 2000 chi-square(6) draws is within about 3 % of its true value.
+    assert scale == pytest.approx(30.0, rel=0.1)
+    for r in too_confident:
+        r.covariance_6x6 = r.covariance_6x6 * scale
+    assert abs(covariance_consistency(too_confident)["pct_inside_95_ellipsoid"] - 95.0) < 3.0
+    assert covariance_scale(records(0.25)) == 1.0  # a too wide covariance is left as it is
+    assert covariance_scale(records(30.0, count=2)) is None  # too few frames to fit
+
+
+def test_the_localizer_applies_the_maps_covariance_scale(tiny_map_path):
+    from dsac_ros.mapfile import load_map
+
+    frame = next(iter(get_scene("tiny").render_frames("mapping", stride=FIT_STRIDE)))
+    raw_map, scaled_map = load_map(tiny_map_path), load_map(tiny_map_path)
+    raw_map.training["validation"] = {}
+    scaled_map.training["validation"] = {"covariance_scale": 4.0}
+    raw = Localizer(raw_map, device="cpu").localize(frame.image_rgb, frame.intrinsics, seed=3)
+    scaled_localizer = Localizer(scaled_map, device="cpu")
+    scaled = scaled_localizer.localize(frame.image_rgb, frame.intrinsics, seed=3)
+    assert raw.success and scaled.success and scaled_localizer.covariance_scale == 4.0
+    np.testing.assert_allclose(scaled.covariance_6x6, 4.0 * raw.covariance_6x6, rtol=1e-12)
+    np.testing.assert_array_equal(scaled.world_T_cam, raw.world_T_cam)  # only the covariance changes

@@ -9,7 +9,7 @@ import torch
 
 from dsac_ros.camera import Intrinsics
 from dsac_ros.dsac import RansacOptions
-from dsac_ros.evaluation import FrameRecord, compute_metrics
+from dsac_ros.evaluation import FrameRecord, compute_metrics, covariance_scale
 from dsac_ros.head_training import head_forward_flat
 from dsac_ros.localizer import localize_coordinates
 from dsac_ros.mapping.frames import FrameRecordSet, MappingBuffer
@@ -56,7 +56,11 @@ def summarize_records(records: list[FrameRecord]) -> dict[str, Any]:
     if not records:
         return {}
     metrics = compute_metrics(records)
-    return {key: metrics[key] for key in VALIDATION_KEYS}
+    summary = {key: metrics[key] for key in VALIDATION_KEYS}
+    # The factor the localizer applies to this map's covariances (dsac_ros.localizer): the held-out
+    # frames' errors against the inlier-residual covariance (small_room: about 45).
+    summary["covariance_scale"] = covariance_scale(records)
+    return summary
 
 
 def format_validation(result: dict[str, Any]) -> str:

@@ -69,6 +69,12 @@ class CompactMemoryHead(nn.Module):
         # Row offsets of each sub-quantiser's centroids in the flattened codebooks (decode is one gather).
         self.register_buffer("_code_offsets", torch.arange(subquantizers) * CENTROIDS, persistent=False)
 
+    @property
+    def config(self) -> dict[str, Any]:
+        """The head config that ``network.build_head`` rebuilds this head from."""
+        return {"type": "memory", "layout": "pq", "frames": self.frames, "entries": self.entries,
+                "subquantizers": self.subquantizers, "retrieve_frames": self.retrieve_frames}
+
     # --- building ---------------------------------------------------------------------------------
 
     @classmethod
@@ -193,7 +199,3 @@ def _describe(value: Any) -> str:
     if isinstance(value, torch.Tensor):
         return f"{value.dtype} {tuple(value.shape)}"
     return "nothing" if value is None else type(value).__name__
-
-
-def is_compact_head(head_config: dict[str, Any]) -> bool:
-    return dict(head_config).get("type") == "memory" and dict(head_config).get("layout") == "pq"

@@ -28,7 +28,8 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 from dsac_ros.frame import stamp_seed
-from dsac_ros.geometry import is_valid_pose, pose_errors, quaternion_xyzw_from_rotation
+from dsac_ros.gate import gate
+from dsac_ros.geometry import is_valid_pose, pose_error_vector, pose_errors, quaternion_xyzw_from_rotation
 from dsac_ros.status import Status
 
 # (translation m, rotation deg, metrics key): the standard relocalisation thresholds.
@@ -93,8 +94,6 @@ class FrameRecord:
     def apply_gate(self, result: Any, settings: Any) -> "FrameRecord":
         """Apply ``dsac_ros.gate.gate``: a rejected estimate becomes LOST with the gate's reason,
         as the node would publish nothing for it; its error is kept in ``gated_errors``."""
-        from dsac_ros.gate import gate
-
         status, reason = gate(result, settings)
         if status != Status.OK and self.world_T_cam_est is not None:
             self.gated_errors = self.errors()
@@ -183,7 +182,8 @@ def _published_metrics(scored: Sequence[FrameRecord], translation_m: np.ndarray,
     (published with an error above 25 cm or 10 deg, and above 5 cm / 5 deg), recall and precision at
     5 cm / 5 deg, and what the gate stopped (frames it turned LOST, and how many of those were wrong)."""
     count = len(scored)
-    within = (translation_m < 0.05) & (rotation_deg < 5.0)
+    threshold_m, threshold_deg, _ = THRESHOLDS[0]  # 5 cm / 5 deg
+    within = (translation_m < threshold_m) & (rotation_deg < threshold_deg)
     far = localized & ((translation_m > FALSE_POSITIVE_M) | (rotation_deg > FALSE_POSITIVE_DEG))
     gated = [r.gated_errors for r in scored if r.gated_errors is not None]
     gated_wrong = sum(1 for t, r in gated if t > FALSE_POSITIVE_M or r > FALSE_POSITIVE_DEG)
@@ -211,8 +211,6 @@ MIN_CALIBRATION_FRAMES = 3
 def nees_values(records: Sequence[FrameRecord]) -> np.ndarray:
     """(n,) normalised estimation errors squared, e^T C^-1 e with e = ``geometry.pose_error_vector``,
     of the localized frames with ground truth and a finite covariance."""
-    from dsac_ros.geometry import pose_error_vector
-
     nees = []
     for r in records:
         if r.localized and r.has_gt and r.covariance_6x6 is not None and np.all(np.isfinite(r.covariance_6x6)):

@@ -35,9 +35,9 @@ import torch
 
 import dsac_ros
 from dsac_ros.atomic import write_atomically
-from dsac_ros.compact_memory import is_compact_head, pack_state, unpack_state
+from dsac_ros.compact_memory import pack_state, unpack_state
 from dsac_ros.network import (DEFAULT_INPUT_HEIGHT_PX, DEFAULT_NORMALIZATION, OUTPUT_STRIDE,
-                              SceneCoordinateNetwork, build_network, network_config)
+                              SceneCoordinateNetwork, build_network, is_compact_head, network_config)
 
 MAP_FORMAT = "dsac_ros.map"
 MAP_FORMAT_VERSION = 2

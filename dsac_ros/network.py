@@ -76,10 +76,15 @@ def is_memory_head(head_config: dict[str, Any]) -> bool:
     return dict(head_config).get("type", "mlp") == "memory"
 
 
+def is_compact_head(head_config: dict[str, Any]) -> bool:
+    """True for the compact memory (map format 2: keyframe cells, product-quantised keys)."""
+    return is_memory_head(head_config) and dict(head_config).get("layout") == "pq"
+
+
 def build_head(feature_channels: int, head_config: dict[str, Any]) -> nn.Module:
     """The head a config describes: ``Head`` (MLP), ``CompactMemoryHead`` (memory, layout "pq":
     frames, entries, subquantizers) or the dense ``MemoryHead`` (memory: frames and cells >= 1)."""
-    if is_memory_head(head_config) and head_config.get("layout") == "pq":
+    if is_compact_head(head_config):
         from dsac_ros.compact_memory import CompactMemoryHead
 
         return CompactMemoryHead(feature_channels, int(head_config["frames"]), int(head_config["entries"]),
@@ -105,7 +110,7 @@ def network_config(name_or_config: str | dict[str, Any] = DEFAULT_NETWORK) -> di
         int(config["encoder"]["feature_channels"])
         if is_memory_head(config["head"]):
             int(config["head"]["frames"])
-            int(config["head"]["entries"] if config["head"].get("layout") == "pq" else config["head"]["cells"])
+            int(config["head"]["entries"] if is_compact_head(config["head"]) else config["head"]["cells"])
             int(config["head"]["retrieve_frames"])
         else:
             int(config["head"]["width"])

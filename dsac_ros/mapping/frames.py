@@ -123,10 +123,6 @@ def split_frames(frames: Iterable[Frame], options: MappingOptions, timer: StageT
         if problem:
             skipped[problem] = skipped.get(problem, 0) + 1
             continue
-        with timer.measure("prepare"):
-            input_size = network_input_size(frame.intrinsics.width_px, frame.intrinsics.height_px,
-                                            options.input_height_px)
-            gray = to_gray_resized(frame.image_rgb, input_size)
         hold_out = (used % options.validation_every == options.validation_every // 2
                     and len(validation) < options.max_validation_frames)
         used += 1
@@ -137,6 +133,10 @@ def split_frames(frames: Iterable[Frame], options: MappingOptions, timer: StageT
             if not keep:
                 redundant += 1
                 continue
+        with timer.measure("prepare"):
+            input_size = network_input_size(frame.intrinsics.width_px, frame.intrinsics.height_px,
+                                            options.input_height_px)
+            gray = to_gray_resized(frame.image_rgb, input_size)
         (validation if hold_out else mapping).append(frame, gray, index, keep_depth)
     if len(mapping) == 0:
         detail = f" (skipped: {skipped})" if skipped else ""

@@ -244,9 +244,7 @@ def fill_memory(head: nn.Module, data: MappingBuffer, use_depth: bool,
         quantize_start = time.perf_counter()
         compact = CompactMemoryHead.from_dense(head, subquantizers, seed)
         state.update(head=compact.state_dict(), quantize_s=round(time.perf_counter() - quantize_start, 2),
-                     head_config={"type": "memory", "layout": "pq", "frames": compact.frames,
-                                  "entries": compact.entries, "subquantizers": compact.subquantizers,
-                                  "retrieve_frames": compact.retrieve_frames})
+                     head_config=compact.config)
         log(f"memory: {compact.entries} keys quantised to {subquantizers} bytes in {state['quantize_s']:.1f} s")
     else:
         state["head"] = head.state_dict()

@@ -5,6 +5,7 @@
     if result.success: use(result.world_T_cam, result.covariance_6x6)
     # options per call, as in PoseLib; the localizer and its map are never changed by a call:
     result = localizer.localize(image_rgb, intrinsics, ransac=RansacOptions(hypotheses=16), retrieve_frames=4, seed=7)
+    result = localizer.localize(image_rgb, intrinsics, covariance_floor=CovarianceFloor(0.01, 0.5))
 
 The network predicts one scene coordinate per 8x8 cell of the resized image; the cell centres are
 mapped back to the caller's pixels (``dsac_ros.network.cell_centers_px``) so DSAC runs with the
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 
 from dsac_ros.camera import Intrinsics
+from dsac_ros.covariance import CovarianceFloor, apply_floor
 from dsac_ros.device import describe_device, resolve_device
 from dsac_ros.dsac import RansacOptions, estimate_pose
 from dsac_ros.mapfile import SceneMap, load_map
@@ -71,7 +73,8 @@ class Localizer:
     never changes the localizer or its map, so one localizer serves several threads' settings).
     retrieve_frames: memory maps, the default number of mapping frames searched (None: the
     map's). input_height_px overrides the map's network input height (a multiple of 8): smaller
-    is faster and coarser. num_threads, if given, sets
+    is faster and coarser. covariance_floor: the default ``CovarianceFloor`` under every
+    published covariance (after the map's calibration). num_threads, if given, sets
     torch's CPU thread count for the whole process (torch has no per-model setting): on a loaded
     machine one thread avoids threads spin-waiting on each other (see bench/bench_localizer.py).
     Raises MapFileError for a bad map; data problems of a frame never raise.
@@ -79,7 +82,8 @@ class Localizer:
 
     def __init__(self, scene_map: str | Path | SceneMap, device: str | torch.device = "auto",
                  ransac: RansacOptions | None = None, input_height_px: int | None = None,
-                 num_threads: int | None = None, retrieve_frames: int | None = None) -> None:
+                 num_threads: int | None = None, retrieve_frames: int | None = None,
+                 covariance_floor: CovarianceFloor = CovarianceFloor()) -> None:
         self.map = scene_map if isinstance(scene_map, SceneMap) else load_map(scene_map)
         if num_threads is not None:
             if int(num_threads) < 1:
@@ -97,6 +101,7 @@ class Localizer:
         self.input_height_px = height
         self.ransac = ransac if ransac is not None else RansacOptions()
         self.retrieve_frames = self._checked_retrieve_frames(retrieve_frames)
+        self.covariance_floor = self._checked_floor(covariance_floor)
         # Calibration of the inlier-residual covariance, fitted when the map was made on held-out
         # frames (dsac_ros.evaluation.covariance_scale); maps without one keep the raw covariance.
         validation = self.map.training.get("validation") or {}
@@ -125,6 +130,12 @@ class Localizer:
         if frames is not None and int(frames) < 1:
             raise ValueError(f"retrieve_frames must be at least 1 (or None for the map's), got {frames}")
         return None if frames is None else int(frames)
+
+    @staticmethod
+    def _checked_floor(floor: CovarianceFloor) -> CovarianceFloor:
+        if not isinstance(floor, CovarianceFloor):
+            raise TypeError(f"covariance_floor must be CovarianceFloor, got {type(floor).__name__}")
+        return floor
 
     @staticmethod
     def _checked_ransac(options: RansacOptions) -> RansacOptions:
@@ -156,17 +167,20 @@ class Localizer:
 
     def localize(self, image_rgb: np.ndarray, intrinsics: Intrinsics, depth_m: Optional[np.ndarray] = None,
                  *, ransac: Optional[RansacOptions] = None, retrieve_frames: Optional[int] = None,
-                 seed: Optional[int] = None) -> LocalizationResult:
+                 seed: Optional[int] = None, covariance_floor: Optional[CovarianceFloor] = None
+                 ) -> LocalizationResult:
         """Camera pose of one frame.
 
         image_rgb: (H, W, 3) uint8 RGB (or (H, W) uint8 grayscale); intrinsics: of this image
         (width_px, height_px must be W, H); depth_m: optional (H, W) float metres registered to the
         image (0 / NaN = no depth) for RGB-D hypotheses. For this call only: ransac (default: the
         localizer's), retrieve_frames (memory maps; default: the localizer's, else the map's) and
-        seed (makes the RANSAC draw reproducible; overrides ``ransac.seed``).
+        seed (makes the RANSAC draw reproducible; overrides ``ransac.seed``) and covariance_floor
+        (default: the localizer's).
         """
         start = time.perf_counter()
         options = self._ransac if ransac is None else self._checked_ransac(ransac)
+        floor = self.covariance_floor if covariance_floor is None else self._checked_floor(covariance_floor)
         problem = self._check_input(image_rgb, intrinsics, depth_m)
         if problem:
             return self._result(False, Status.BAD_INPUT, problem, start, {})
@@ -184,7 +198,8 @@ class Localizer:
         result = localize_coordinates(coords_world, torch.as_tensor(pixels_xy, device=self.device), intrinsics,
                                       options, coords_cam=coords_cam, grid_hw=grid_hw)
         if result.covariance_6x6 is not None:
-            result.covariance_6x6 = result.covariance_6x6 * self.covariance_scale
+            # Finite here (localize_coordinates drops a non-finite one): calibrate, then floor.
+            result.covariance_6x6 = apply_floor(result.covariance_6x6 * self.covariance_scale, floor)
         result.timings_ms["network"] = network_ms
         result.timings_ms["total"] = (time.perf_counter() - start) * 1e3
         return result

@@ -122,6 +122,25 @@ def test_same_seed_same_pose(localizer, fitted_frames):
     assert np.array_equal(first.world_T_cam, second.world_T_cam)
 
 
+def test_the_covariance_floor_applies_per_call_and_by_default(localizer, fitted_frames):
+    from dsac_ros.covariance import NO_FLOOR, CovarianceFloor
+
+    frame = fitted_frames[1]
+    raw = localizer.localize(frame.image_rgb, frame.intrinsics, seed=11, covariance_floor=NO_FLOOR)
+    default = localizer.localize(frame.image_rgb, frame.intrinsics, seed=11)
+    wide = localizer.localize(frame.image_rgb, frame.intrinsics, seed=11,
+                              covariance_floor=CovarianceFloor(position_m=1.0, rotation_deg=10.0))
+    assert raw.success and default.success and wide.success
+    assert np.array_equal(raw.world_T_cam, wide.world_T_cam)  # the floor never moves the pose
+    sigma = np.array([1.0] * 3 + [np.radians(10.0)] * 3)
+    assert np.linalg.eigvalsh(wide.covariance_6x6 / np.outer(sigma, sigma)).min() >= 1.0 - 1e-9
+    # The tiny map is uncalibrated, so its raw covariance lies below a 1 m / 10 deg floor.
+    assert np.linalg.eigvalsh(raw.covariance_6x6 / np.outer(sigma, sigma)).min() < 1.0
+    floor = localizer.covariance_floor
+    sigma = np.array([floor.position_m] * 3 + [floor.rotation_rad] * 3)
+    assert np.linalg.eigvalsh(default.covariance_6x6 / np.outer(sigma, sigma)).min() >= 1.0 - 1e-9
+
+
 def test_rgbd_localisation_uses_depth(localizer, fitted_frames):
     frame = fitted_frames[2]
     depth = frame.depth_m.copy()

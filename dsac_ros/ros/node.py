@@ -327,7 +327,8 @@ class LocalizerNode(FrameInputMixin, StatusOutputMixin, TfOutputMixin, Node):
             status.hypotheses_requested = options.hypotheses
             # Options per call: the shared localizer (and its map) is never changed by a frame.
             result = self._localizer.localize(image_rgb, intrinsics, depth_m=depth_m, ransac=options,
-                                              retrieve_frames=settings.retrieve_frames or None)
+                                              retrieve_frames=settings.retrieve_frames or None,
+                                              covariance_floor=settings.covariance_floor)
             self._fill_result(status, result)
             self._accept(frame, result, settings)
         except FrameFailure as failure:

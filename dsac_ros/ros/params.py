@@ -16,6 +16,7 @@ from typing import Any, Iterable, Optional
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 
+from dsac_ros.covariance import CovarianceFloor
 from dsac_ros.dsac import RansacOptions
 from dsac_ros.gate import GateSettings
 
@@ -81,6 +82,10 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   range=(4, 1000000)),
     ParameterSpec("min_inlier_ratio", GateSettings().min_inlier_ratio, "... and at least this fraction of correspondences being inliers",
                   range=(0.0, 1.0)),
+    ParameterSpec("covariance_floor.position_m", CovarianceFloor().position_m, "smallest standard deviation of the "
+                  "published covariance in any position direction, metres (0 = none)", range=(0.0, 10.0)),
+    ParameterSpec("covariance_floor.rotation_deg", CovarianceFloor().rotation_deg, "smallest standard deviation of "
+                  "the published covariance in any rotation direction, degrees (0 = none)", range=(0.0, 180.0)),
     ParameterSpec("map_frame", "map", "frame of published poses (REP-105)"),
     ParameterSpec("odom_frame", "odom", "odometry frame (tf_mode map_to_odom)"),
     ParameterSpec("base_frame", "base_link", "robot body frame"),
@@ -155,6 +160,7 @@ class NodeSettings:
     ransac: RansacOptions  # from the ransac.* parameters (ParameterSpec.ransac_field)
     min_inliers: int
     min_inlier_ratio: float
+    covariance_floor: CovarianceFloor
     map_frame: str
     odom_frame: str
     base_frame: str
@@ -176,6 +182,7 @@ class NodeSettings:
             map_path=v["map_path"], device=v["device"], input_height_px=v["input_height_px"],
             retrieve_frames=v["retrieve_frames"], ransac=ransac_from_parameters(v),
             min_inliers=v["min_inliers"], min_inlier_ratio=v["min_inlier_ratio"],
+            covariance_floor=CovarianceFloor(v["covariance_floor.position_m"], v["covariance_floor.rotation_deg"]),
             map_frame=v["map_frame"].lstrip("/"), odom_frame=v["odom_frame"].lstrip("/"),
             base_frame=v["base_frame"].lstrip("/"), camera_frame=v["camera_frame"].lstrip("/"),
             tf_mode=v["tf_mode"], publish_tf=v["publish_tf"], transform_tolerance_s=v["transform_tolerance"],

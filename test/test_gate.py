@@ -140,14 +140,17 @@ def test_the_covariance_scale_makes_errors_consistent_and_never_narrows():
 
 
 def test_the_localizer_applies_the_maps_covariance_scale(tiny_map_path):
+    from dsac_ros.covariance import NO_FLOOR
     from dsac_ros.mapfile import load_map
 
     frame = next(iter(get_scene("tiny").render_frames("mapping", stride=FIT_STRIDE)))
     raw_map, scaled_map = load_map(tiny_map_path), load_map(tiny_map_path)
     raw_map.training["validation"] = {}
     scaled_map.training["validation"] = {"covariance_scale": 4.0}
-    raw = Localizer(raw_map, device="cpu").localize(frame.image_rgb, frame.intrinsics, seed=3)
-    scaled_localizer = Localizer(scaled_map, device="cpu")
+    # Without the covariance floor, which would lift part of the raw covariance (test_covariance.py).
+    raw = Localizer(raw_map, device="cpu", covariance_floor=NO_FLOOR).localize(frame.image_rgb, frame.intrinsics,
+                                                                             seed=3)
+    scaled_localizer = Localizer(scaled_map, device="cpu", covariance_floor=NO_FLOOR)
     scaled = scaled_localizer.localize(frame.image_rgb, frame.intrinsics, seed=3)
     assert raw.success and scaled.success and scaled_localizer.covariance_scale == 4.0
     np.testing.assert_allclose(scaled.covariance_6x6, 4.0 * raw.covariance_6x6, rtol=1e-12)

@@ -266,11 +266,45 @@ def test_a_wrong_map_path_leaves_the_node_up_with_no_model_and_the_reason(namesp
     assert "NO_MODEL: cannot load map" in launch.output, launch.output
 
 
+def test_lifecycle_launch_configures_activates_and_obeys_the_lifecycle_services(tiny_map_path, namespace, tmp_path):
+    from lifecycle_msgs.msg import State, Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    params = tmp_path / "params.yaml"
+    params.write_text(PARAMS)
+    frame = list(get_scene("tiny").render_frames("mapping", stride=FIT_STRIDE))[1]
+    with launched(namespace, f"map:={tiny_map_path}", f"params_file:={params}", "image:=camera/image",
+                  "camera_info:=camera/info", "lifecycle:=true") as (launch, client):
+        node_name = f"/{namespace}/localizer"
+        get_state = client.node.create_client(GetState, f"{node_name}/get_state")
+        change_state = client.node.create_client(ChangeState, f"{node_name}/change_state")
+
+        def call(client_, request):
+            assert client.spin_until(client_.service_is_ready, START_S), launch.output
+            future = client_.call_async(request)
+            assert client.spin_until(future.done, 30.0), launch.output
+            return future.result()
+
+        # autostart: the launch configures (the map loads) and then activates the node.
+        deadline = time.monotonic() + START_S
+        while call(get_state, GetState.Request()).current_state.id != State.PRIMARY_STATE_ACTIVE:
+            assert time.monotonic() < deadline, launch.output
+            client.spin_until(lambda: False, 0.5)
+        status = client.localise(frame, 1_700_000_000 * S)
+        assert status.state == LocalizationStatus.STATE_OK, (status.state_name, status.reason, launch.output)
+        # deactivate, as `ros2 lifecycle set NODE deactivate` or nav2's lifecycle manager does it.
+        assert call(change_state, ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE))).success
+        assert call(get_state, GetState.Request()).current_state.id == State.PRIMARY_STATE_INACTIVE
+        assert client.spin_until(lambda: client.image_pub.get_subscription_count() == 0, 30.0)
+    assert "activating" in launch.output and f"map {tiny_map_path} loaded" in launch.output, launch.output
+
+
 def test_launch_arguments_are_listed(tmp_path):
     result = subprocess.run([ros2, "launch", "dsac_ros", "localize.launch.py", "--show-args"], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    for argument in ("map", "params_file", "namespace", "use_sim_time", "image", "camera_info", "depth", "device"):
+    for argument in ("map", "params_file", "namespace", "use_sim_time", "image", "camera_info", "depth", "device",
+                     "lifecycle", "autostart"):
         assert f"'{argument}'" in result.stdout
 
 

@@ -444,6 +444,73 @@ def test_a_burst_drops_stale_frames_and_processes_the_newest(harness, tiny_frame
     assert last.frames_dropped == node.frames_dropped
 
 
+def test_a_map_swap_under_load_says_so_and_never_localises_against_a_half_loaded_map(harness, tiny_map_path,
+                                                                                    tiny_frames, tmp_path):
+    import shutil
+
+    from dsac_ros.ros.node import default_localizer_factory
+
+    new_map = tmp_path / "tiny_copy.pt"
+    shutil.copy(tiny_map_path, new_map)
+    loading, release = threading.Event(), threading.Event()
+
+    def slow_factory(settings):
+        if settings.map_path == str(new_map):  # the new map "loads" until the test releases it
+            loading.set()
+            assert release.wait(WAIT_S)
+        return default_localizer_factory(settings)
+
+    node = LocalizerNode(context=harness.context, namespace="/swap", localizer_factory=slow_factory,
+                         parameter_overrides=[Parameter("map_path", value=str(tiny_map_path)),
+                                              Parameter("device", value="cpu"),
+                                              Parameter("min_inliers", value=MIN_INLIERS),
+                                              Parameter("tf_mode", value="map_to_camera")])
+    harness.executor.add_node(node)
+    statuses = harness.received.setdefault(("swap", "status"), [])
+    reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    sub = harness.helper.create_subscription(LocalizationStatus, "/swap/localizer/status", statuses.append, reliable)
+    harness.nodes["swap"] = node
+    harness.publishers["swap"] = {"image": harness.helper.create_publisher(Image, "/swap/image", sensor_qos()),
+                                  "camera_info": harness.helper.create_publisher(CameraInfo, "/swap/camera_info",
+                                                                                 sensor_qos())}
+    try:
+        assert harness.spin_until(lambda: node.model_loaded and all(
+            pub.get_subscription_count() > 0 for pub in harness.publishers["swap"].values()))
+        harness.send_camera_info("swap", tiny_frames[0].intrinsics)
+        base_ns = tiny_frames[0].stamp_ns + 600 * S
+        before = harness.localise("swap", tiny_frames[1], base_ns)
+        assert before.state == LocalizationStatus.STATE_OK and before.map_path == str(tiny_map_path)
+
+        node.set_parameters([Parameter("map_path", value=str(new_map))])
+        assert harness.spin_until(loading.is_set)
+        during = [base_ns + i * S for i in (1, 2, 3)]
+        for i, stamp_ns in enumerate(during):
+            harness.send_image("swap", tiny_frames[i].image_rgb, stamp_ns)
+        # While the new map loads: a NO_MODEL status that says so, and no frame localised.
+        assert harness.spin_until(lambda: any(s.state == LocalizationStatus.STATE_NO_MODEL
+                                              and s.reason == f"loading map {new_map}" for s in statuses))
+        assert not any(stamp_to_ns(s.header.stamp) in during for s in statuses)
+        assert not node.model_loaded
+        dropped = node.frames_dropped
+        release.set()
+        # Loaded: the newest waiting frame localises against the new map; the older ones were dropped.
+        after = harness.status_for("swap", during[-1])
+        assert after.state == LocalizationStatus.STATE_OK and after.map_path == str(new_map)
+        assert not any(stamp_to_ns(s.header.stamp) in during[:-1] for s in statuses)
+        assert node.frames_dropped == dropped
+        assert dropped >= 2  # frames 1 and 2 were replaced while the map loaded
+        assert all(s.map_path in (str(tiny_map_path), str(new_map)) for s in statuses
+                   if s.state == LocalizationStatus.STATE_OK)
+    finally:
+        release.set()
+        harness.helper.destroy_subscription(sub)
+        for publisher in harness.publishers.pop("swap").values():
+            harness.helper.destroy_publisher(publisher)
+        harness.nodes.pop("swap")
+        harness.executor.remove_node(node)
+        node.destroy_node()
+
+
 def test_missing_map_reports_no_model_and_a_new_map_path_loads(harness, tiny_map_path, tiny_frames):
     node = LocalizerNode(context=harness.context, namespace="/nomap", parameter_overrides=[
         Parameter("map_path", value="/nonexistent/tiny.pt"), Parameter("device", value="cpu"),

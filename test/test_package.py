@@ -18,7 +18,7 @@ IMPORT_TO_ROS_KEY = {
     "rclpy": "rclpy", "std_msgs": "std_msgs", "geometry_msgs": "geometry_msgs",
     "sensor_msgs": "sensor_msgs", "nav_msgs": "nav_msgs", "diagnostic_msgs": "diagnostic_msgs",
     "tf2_msgs": "tf2_msgs", "builtin_interfaces": "builtin_interfaces",
-    "rosgraph_msgs": "rosgraph_msgs", "rcl_interfaces": "rcl_interfaces",
+    "rosgraph_msgs": "rosgraph_msgs", "rcl_interfaces": "rcl_interfaces", "lifecycle_msgs": "lifecycle_msgs",
     "launch": "launch", "launch_ros": "launch_ros", "ament_index_python": "ament_index_python",
     "numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml",
     "matplotlib": "python3-matplotlib", "tqdm": "python3-tqdm", "scipy": "python3-scipy",

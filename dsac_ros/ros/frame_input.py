@@ -47,7 +47,7 @@ class FrameInputMixin:
         info = self._camera_info
         if info is None:
             raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT,
-                               f"no CameraInfo received yet on {self._camera_info_sub.topic_name}")
+                               f"no CameraInfo received yet on {self.camera_info_topic}")
         cached_info, model = self._camera_model_cache
         if cached_info is not info:
             try:
@@ -70,7 +70,7 @@ class FrameInputMixin:
                 self._cond.wait(timeout=remaining)
         if match is None:
             raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT,
-                               f"no depth image with the image's stamp on {self._depth_sub.topic_name}")
+                               f"no depth image with the image's stamp on {self._topic('depth')}")
         return match
 
     def _decode(self, frame: PendingFrame, settings) -> tuple[np.ndarray, Any, Optional[np.ndarray]]:

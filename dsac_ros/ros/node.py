@@ -29,7 +29,13 @@ A thin adapter over ``dsac_ros.localizer.Localizer`` (ROS_CONVENTIONS.md):
   coefficients are undistorted with OpenCV to the same K (remap tables cached); other models
   with nonzero coefficients are refused with status BAD_INPUT.
 - ``map_path`` / ``device`` changes reload the map in the worker; RANSAC parameters take effect
-  on the next frame. Without a usable map the node stays up with status NO_MODEL.
+  on the next frame. Without a usable map the node stays up with status NO_MODEL. During a
+  reload the old map is released first, the status says NO_MODEL "loading map ..." (at the
+  start and from the 1 Hz timer, images or not), frames wait (newest wins), and a frame is only
+  ever localised against a map that finished loading (the localizer is swapped in whole).
+- ``LocalizerCore`` holds all of this; ``LocalizerNode`` sets it all up at construction, and
+  ``dsac_ros.ros.lifecycle_node.LifecycleLocalizerNode`` (``localizer --lifecycle``) per
+  lifecycle transition.
 """
 
 from __future__ import annotations
@@ -41,16 +47,13 @@ from typing import Any, Optional
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from rclpy.clock import JumpThreshold
 from rclpy.duration import Duration
 from rclpy.exceptions import InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-from tf2_msgs.msg import TFMessage
+from sensor_msgs.msg import CameraInfo, Image
 
 from dsac_ros.frame import stamp_seed
 from dsac_ros.gate import gate
@@ -60,6 +63,7 @@ from dsac_ros.ros import params as node_params
 from dsac_ros.ros.conversions import (STATE_OF_STATUS, Undistorter, covariance_for_attached_frame, covariance_to_msg,
                                       matrix_to_pose, ns_to_stamp, pose_to_matrix, stamp_to_ns)
 from dsac_ros.ros.frame_input import MAX_BUFFERED_DEPTH, FrameFailure, FrameInputMixin, PendingFrame
+from dsac_ros.ros.node_io import NodeIoMixin, sensor_qos
 from dsac_ros.ros.status_output import STATE_NAMES, StatusOutputMixin
 from dsac_ros.ros.tf_output import Broadcast, TfOutputMixin
 from dsac_ros.ros.tf_buffer import TfBuffer, TfListener, TransformError
@@ -69,10 +73,7 @@ MAP_RETRY_S = 10.0
 TF_CACHE_TIME_S = 10.0
 
 
-def sensor_qos(depth: int = 1) -> QoSProfile:
-    """The sensor-data profile (best effort, volatile) with a small queue: old frames are dropped."""
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT,
-                      durability=DurabilityPolicy.VOLATILE)
+__all__ = ["LocalizerCore", "LocalizerNode", "default_localizer_factory", "main", "sensor_qos"]
 
 
 def default_localizer_factory(settings: node_params.NodeSettings):
@@ -85,13 +86,13 @@ def default_localizer_factory(settings: node_params.NodeSettings):
     return Localizer(settings.map_path, device=settings.device, ransac=settings.ransac_options(), **kwargs)
 
 
-class LocalizerNode(FrameInputMixin, StatusOutputMixin, TfOutputMixin, Node):
-    """See the module docstring. ``localizer_factory(settings)`` builds the core localizer
-    (tests and benchmarks may pass their own); extra keyword arguments go to ``rclpy.node.Node``."""
+class LocalizerCore(FrameInputMixin, StatusOutputMixin, TfOutputMixin, NodeIoMixin):
+    """Everything of the localizer but its life cycle, mixed into an rclpy ``Node``
+    (``LocalizerNode``: all of it at construction) or a ``LifecycleNode``
+    (``dsac_ros.ros.lifecycle_node``: outputs and map at configure, inputs at activate)."""
 
-    def __init__(self, node_name: str = "localizer", *, localizer_factory=default_localizer_factory,
-                 **node_kwargs) -> None:
-        super().__init__(node_name, **node_kwargs)
+    def _init_core(self, node_name: str, localizer_factory, load_at_start: bool) -> None:
+        """Parameters and state; no publishers, subscriptions or threads yet."""
         node_params.declare_parameters(self)
         initial = [self.get_parameter(spec.name) for spec in node_params.PARAMETERS]
         check = node_params.validate(initial)
@@ -99,10 +100,13 @@ class LocalizerNode(FrameInputMixin, StatusOutputMixin, TfOutputMixin, Node):
             raise ValueError(f"invalid parameter: {check.reason}")
         self.add_on_set_parameters_callback(self._on_set_parameters)
         settings = node_params.NodeSettings.from_node(self)
+        self._node_name = node_name
         self._localizer_factory = localizer_factory
 
         self._cond = threading.Condition()
         self._stop = False
+        self._frame_lock = threading.Lock()  # held while the worker processes a frame
+        self._worker: Optional[threading.Thread] = None
         self._pending: Optional[PendingFrame] = None
         self._camera_info: Optional[CameraInfo] = None
         self._camera_model_cache: tuple[Any, Any] = (None, None)  # (CameraInfo msg, CameraModel or error)
@@ -119,8 +123,9 @@ class LocalizerNode(FrameInputMixin, StatusOutputMixin, TfOutputMixin, Node):
         self._model_key: Optional[tuple] = None
         # Until the worker's first attempt: loading when a map is named (status NO_MODEL with this
         # reason, logged at INFO), an error only when none is named or the load fails.
-        self._model_loading = bool(settings.map_path)
-        self._model_error = f"loading map {settings.map_path}" if settings.map_path else "no map loaded yet"
+        self._model_loading = bool(settings.map_path) and load_at_start
+        self._model_error = (f"loading map {settings.map_path}" if self._model_loading else
+                             "no map loaded yet" if load_at_start else "not configured (lifecycle state unconfigured)")
         self._model_attempt_s = -np.inf
         self._device_name = ""
         self._undistorter = Undistorter()
@@ -137,48 +142,36 @@ class LocalizerNode(FrameInputMixin, StatusOutputMixin, TfOutputMixin, Node):
         # Edges this node broadcasts are its output, never its input: reading them back would
         # re-parent frames in its own buffer (e.g. map -> camera over base -> camera).
         self._own_tf_edges: set[tuple[str, str]] = set()
-        self._tf_listener = TfListener(self, self.tf_buffer, ignore=lambda parent, child:
-                                       (parent, child) in self._own_tf_edges)
-
-        reliable_latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._pose_pub = self.create_publisher(PoseStamped, "~/pose", reliable_latched)
-        self._pose_cov_pub = self.create_publisher(PoseWithCovarianceStamped, "~/pose_with_covariance",
-                                                   reliable_latched)
-        self._status_pub = self.create_publisher(LocalizationStatus, "~/status",
-                                                 QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
-        self._tf_pub = self.create_publisher(TFMessage, "/tf", QoSProfile(depth=100,
-                                                                         reliability=ReliabilityPolicy.RELIABLE))
-
-        if settings.use_compressed:
-            self._image_sub = self.create_subscription(CompressedImage, "image/compressed",
-                                                       lambda msg: self._on_image(msg, True), sensor_qos())
-        else:
-            self._image_sub = self.create_subscription(Image, "image", lambda msg: self._on_image(msg, False),
-                                                       sensor_qos())
-        self._camera_info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info,
-                                                         sensor_qos())
-        self._depth_sub = (self.create_subscription(Image, "depth", self._on_depth, sensor_qos())
-                           if settings.use_depth else None)
-        self._initialpose_sub = self.create_subscription(
-            PoseWithCovarianceStamped, "initialpose", self._on_initialpose,
-            QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
-
-        self._tf_timer = self.create_timer(1.0 / settings.tf_publish_rate_hz, self._republish_tf)
-        self._status_timer = self.create_timer(1.0, self._on_status_timer)
+        self._tf_listener: Optional[TfListener] = None
+        self._image_sub = self._camera_info_sub = self._depth_sub = self._initialpose_sub = None
+        self._pose_pub = self._pose_cov_pub = self._status_pub = self._diagnostics_pub = self._tf_pub = None
+        self._tf_timer = self._status_timer = None
+        self._input_topics: dict[str, str] = {}
         # A backwards jump of the ROS clock (sim time from a looping bag) resets the state.
         self._jump_handle = self.get_clock().create_jump_callback(
             JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=True),
             post_callback=self._on_time_jump)
 
-        self._worker = threading.Thread(target=self._run_worker, name=f"{node_name}_worker", daemon=True)
-        self._worker.start()
+    def _forget_pose(self) -> None:
+        """No TF, last pose or prior any more (a reset, a deactivation)."""
+        with self._state_lock:
+            self._broadcast = None
+            self._last_tf_stamp_ns = None
+            self._has_localised = False
+            self._prior = None
+
+    def _release_model(self, reason: str) -> None:
+        self._localizer = None
+        self._model_key = None
+        self._model_loading = False
+        self._model_error = reason
+        self._device_name = ""
+
+    def _log_started(self, settings) -> None:
         self.get_logger().info(
-            f"localizer up: image topic {self._image_sub.topic_name}, camera_info {self._camera_info_sub.topic_name}, "
+            f"localizer up: image topic {self.image_topic}, camera_info {self.camera_info_topic}, "
             f"tf_mode {settings.tf_mode}, map {settings.map_path or '(none)'}")
-        if settings.map_path:
-            self.get_logger().info(f"loading map {settings.map_path} on device {settings.device}")
+
 
     # ------------------------------------------------------------------ parameters
 
@@ -244,11 +237,8 @@ class LocalizerNode(FrameInputMixin, StatusOutputMixin, TfOutputMixin, Node):
         with self._cond:
             self._depth_msgs.clear()
             self._newest_image_stamp_ns = None
+        self._forget_pose()
         with self._state_lock:
-            self._broadcast = None
-            self._last_tf_stamp_ns = None
-            self._has_localised = False
-            self._prior = None
             self.resets += 1
             self._reset_reason = reason
         self.get_logger().warning(f"state reset: {reason}")
@@ -272,7 +262,8 @@ class LocalizerNode(FrameInputMixin, StatusOutputMixin, TfOutputMixin, Node):
                 settings = node_params.NodeSettings.from_node(self)
                 self._ensure_model(settings)
                 if frame is not None:
-                    self._process(frame, settings)
+                    with self._frame_lock:
+                        self._process(frame, settings)
             except Exception as error:  # the worker must survive anything a frame can throw
                 if self._stop or not rclpy.ok(context=self.context):
                     return
@@ -286,15 +277,25 @@ class LocalizerNode(FrameInputMixin, StatusOutputMixin, TfOutputMixin, Node):
             return
         self._model_key = key
         self._model_attempt_s = time.monotonic()
-        self._localizer = None
         if not settings.map_path:
             self._model_loading = False
             self._model_error = "map_path is empty: no map to localise in"
+            self._localizer = None
             self._model_attempt_s = np.inf  # nothing to retry until map_path changes
             self._log_no_model()
             return
+        # The state says "loading" before the old map goes (the status timer reads it from another
+        # thread), and the old map is released before the new one loads (one map in memory).
         self._model_error = f"loading map {settings.map_path}"
         self._model_loading = True
+        if self._localizer is not None:
+            self.get_logger().info(f"loading map {settings.map_path} on device {settings.device} "
+                                   "(the previous map is released; frames wait)")
+        self._localizer = None
+        if self._status_pub is not None:
+            # Frames that arrive meanwhile wait (newest wins); this status says why.
+            self._status_pub.publish(self._make_status(LocalizationStatus.STATE_NO_MODEL, self._model_error,
+                                                       self._now_ns(), settings))
         try:
             localizer = self._localizer_factory(settings)
         except Exception as error:  # MapFileError, DeviceError, OSError, ...: the node stays up
@@ -435,14 +436,26 @@ class LocalizerNode(FrameInputMixin, StatusOutputMixin, TfOutputMixin, Node):
         return self._camera_info is not None
 
     def destroy_node(self) -> None:
-        condition, worker = getattr(self, "_cond", None), getattr(self, "_worker", None)
-        if condition is not None:  # None when the constructor failed early
-            with condition:
-                self._stop = True
-                condition.notify_all()
-        if worker is not None and worker.is_alive() and worker is not threading.current_thread():
-            worker.join(timeout=30.0)
+        if getattr(self, "_cond", None) is not None:  # None when the constructor failed early
+            self._stop_worker()
         super().destroy_node()
+
+
+class LocalizerNode(LocalizerCore, Node):
+    """See the module docstring. ``localizer_factory(settings)`` builds the core localizer
+    (tests and benchmarks may pass their own); extra keyword arguments go to ``rclpy.node.Node``."""
+
+    def __init__(self, node_name: str = "localizer", *, localizer_factory=default_localizer_factory,
+                 **node_kwargs) -> None:
+        super().__init__(node_name, **node_kwargs)
+        self._init_core(node_name, localizer_factory, load_at_start=True)
+        settings = node_params.NodeSettings.from_node(self)
+        self._create_outputs(self.create_publisher)
+        self._create_inputs()
+        self._start_worker()
+        self._log_started(settings)
+        if settings.map_path:
+            self.get_logger().info(f"loading map {settings.map_path} on device {settings.device}")
 
 
 def _ignore_further_interrupts() -> None:
@@ -467,11 +480,23 @@ def main(args=None) -> int:
 
 
 def _run(args) -> int:
+    import argparse
+    import sys
+
     rclpy.init(args=args)
+    parser = argparse.ArgumentParser(prog="localizer", description="the dsac_ros localizer node")
+    parser.add_argument("--lifecycle", action="store_true",
+                        help="run as a lifecycle (managed) node: configure loads the map, activate starts it")
+    options, _ = parser.parse_known_args(rclpy.utilities.remove_ros_args(args if args is not None else sys.argv)[1:])
     node = None
     try:
         try:
-            node = LocalizerNode()
+            if options.lifecycle:
+                from dsac_ros.ros.lifecycle_node import LifecycleLocalizerNode
+
+                node = LifecycleLocalizerNode()
+            else:
+                node = LocalizerNode()
         except (InvalidParameterValueException, ValueError) as error:
             # A bad parameter file or override: say which, without a traceback.
             rclpy.logging.get_logger("localizer").fatal(f"cannot start: {error}")

@@ -39,14 +39,15 @@ class StatusOutputMixin:
         now_ns = self._now_ns()
         last = self._last_image_received_ns
         idle = last is None or (now_ns - last) > settings.image_timeout_s * 1e9
-        if idle:
+        # While a map loads the worker answers no frame, so the timer says why, images or not.
+        if idle or (self._localizer is None and self._model_loading):
             if self._localizer is None:
                 status = self._make_status(LocalizationStatus.STATE_NO_MODEL, self._model_error, now_ns, settings)
                 self._log_no_model()
             else:
                 waited = "no image received yet" if last is None else \
                     f"no image for {(now_ns - last) * 1e-9:.1f} s (image_timeout_s {settings.image_timeout_s:g})"
-                status = self._make_status(LocalizationStatus.STATE_NO_IMAGE, f"{waited} on {self._image_sub.topic_name}",
+                status = self._make_status(LocalizationStatus.STATE_NO_IMAGE, f"{waited} on {self.image_topic}",
                                            now_ns, settings)
             self._status_pub.publish(status)
             self._last_status = status

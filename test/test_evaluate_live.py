@@ -110,6 +110,11 @@ def test_live_metrics_equal_offline(reports, tiny_bag):
         assert live[key] == offline[key], key
     for key in ERROR_KEYS:
         assert live[key] == pytest.approx(offline[key], abs=1e-6), key
+    # The published covariance (~/pose_with_covariance) is what offline evaluation scores: the
+    # message carries float64, so the NEES agrees to rounding.
+    assert live["covariance_frames"] == offline["covariance_frames"] >= 3
+    assert live["nees_mean"] == pytest.approx(offline["nees_mean"], rel=1e-6)
+    assert live["pct_inside_95_ellipsoid"] == offline["pct_inside_95_ellipsoid"]
     # Frame by frame: same status and the same pose (only message conversions in between).
     assert [r["status"] for r in live_rows] == [r["status"] for r in offline_rows]
     assert [r["stamp_s"] for r in live_rows] == [r["stamp_s"] for r in offline_rows]
@@ -136,6 +141,11 @@ def test_live_rgbd_equals_offline(tiny_bag, tiny_map_path, tmp_path):
         assert live[key] == offline[key], key
     for key in ERROR_KEYS:
         assert live[key] == pytest.approx(offline[key], abs=1e-6), key
+    # The published covariance (~/pose_with_covariance) is what offline evaluation scores: the
+    # message carries float64, so the NEES agrees to rounding.
+    assert live["covariance_frames"] == offline["covariance_frames"] >= 3
+    assert live["nees_mean"] == pytest.approx(offline["nees_mean"], rel=1e-6)
+    assert live["pct_inside_95_ellipsoid"] == offline["pct_inside_95_ellipsoid"]
 
 
 def test_live_report_has_the_offline_files_plus_drops_and_latency(reports):

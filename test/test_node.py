@@ -128,16 +128,18 @@ class Harness:
         return spin_until(self.executor, condition, timeout_s)
 
     # --- sending
-    def send_camera_info(self, ns, intrinsics, k=None):
-        msg = CameraInfo(width=intrinsics.width_px, height=intrinsics.height_px, distortion_model="plumb_bob")
+    def send_camera_info(self, ns, intrinsics, k=None, distortion_model="plumb_bob", d=(0.0,) * 5, stamp_ns=0):
+        msg = CameraInfo(width=intrinsics.width_px, height=intrinsics.height_px, distortion_model=distortion_model)
         msg.header.frame_id = CAMERA_FRAME
+        msg.header.stamp = ns_to_stamp(stamp_ns)
         msg.k = [float(v) for v in (k if k is not None else intrinsics.K.reshape(9))]
-        msg.d = [0.0] * 5
+        msg.d = [float(v) for v in d]
         node = self.nodes[ns]
         # Best effort: resend until the node has it (nothing else is in flight on this topic).
         assert self.spin_until(lambda: self._publish_and_check(
             self.publishers[ns]["camera_info"], msg, lambda: node._camera_info is not None
-            and list(node._camera_info.k) == list(msg.k)))
+            and list(node._camera_info.k) == list(msg.k) and list(node._camera_info.d) == list(msg.d)
+            and node._camera_info.distortion_model == msg.distortion_model))
 
     @staticmethod
     def _publish_and_check(publisher, msg, condition):
@@ -351,6 +353,14 @@ def test_bad_inputs_are_reported_and_the_next_good_frame_localises(harness, tiny
     harness.send_image("rgb", frame.image_rgb, stamp_ns)
     status = harness.status_for("rgb", stamp_ns)
     assert status.state == LocalizationStatus.STATE_BAD_INPUT and "uncalibrated" in status.reason
+    # A lens model the camera module cannot undistort is refused with its name (the bag reader
+    # refuses it the same way: test_lens.py).
+    harness.send_camera_info("rgb", frame.intrinsics, distortion_model="kannala_brandt", d=(0.1, 0.01, 0.0, 0.0))
+    stamp_ns += S // 10
+    harness.send_image("rgb", frame.image_rgb, stamp_ns)
+    status = harness.status_for("rgb", stamp_ns)
+    assert status.state == LocalizationStatus.STATE_BAD_INPUT
+    assert "'kannala_brandt' with nonzero coefficients is not supported" in status.reason, status.reason
     harness.send_camera_info("rgb", frame.intrinsics)
     good_stamp = frame.stamp_ns + 200 * S
     assert harness.localise("rgb", frame, good_stamp).state == LocalizationStatus.STATE_OK
@@ -358,6 +368,19 @@ def test_bad_inputs_are_reported_and_the_next_good_frame_localises(harness, tiny
     # Nothing was published for the bad frames.
     published = {stamp_to_ns(m.header.stamp) for m in harness.received[("rgb", "pose")]}
     assert not published & set(range(good_stamp - S, good_stamp, S // 10))
+
+
+def test_a_frame_takes_the_camera_info_of_its_own_stamp_else_the_newest(harness, tiny_frames, offline):
+    frame = next(f for f in tiny_frames if node_accepts(offline(f, f.stamp_ns + 250 * S)))
+    stamp_ns = frame.stamp_ns + 250 * S - S // 10
+    # The CameraInfo stamped like the frame is uncalibrated; a newer one (stamp 0) is good.
+    harness.send_camera_info("rgb", frame.intrinsics, k=[0.0] * 9, stamp_ns=stamp_ns)
+    harness.send_camera_info("rgb", frame.intrinsics)
+    harness.send_image("rgb", frame.image_rgb, stamp_ns)
+    status = harness.status_for("rgb", stamp_ns)
+    assert status.state == LocalizationStatus.STATE_BAD_INPUT and "uncalibrated" in status.reason, status.reason
+    # No CameraInfo with this stamp: the newest applies.
+    assert harness.localise("rgb", frame, frame.stamp_ns + 250 * S).state == LocalizationStatus.STATE_OK
 
 
 def test_rgbd_node_needs_camera_info_and_valid_depth(harness, tiny_frames, offline):

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from dsac_ros.data import RecordingError, count_frames, read_frames, write_bag
-from dsac_ros.data.rosbag import (CAMERA_INFO_TYPE, IMAGE_TYPE, BagTopics, TransformBuffer,
+from dsac_ros.data.rosbag import (BAG_TF_CACHE_S, CAMERA_INFO_TYPE, IMAGE_TYPE, BagTopics,
                                   _MessageFactory, _typestore)
 from dsac_ros.data.scenes import get_scene
 from dsac_ros.geometry import rotation_from_axis_angle
+from dsac_ros.tf_tree import TfBuffer, TransformError
 
 
 @pytest.fixture(scope="module")
@@ -135,19 +136,21 @@ def test_truncated_bag_is_named(mcap_bag, tmp_path):
 
 
 def test_tf_chains_static_and_dynamic_edges():
-    buffer = TransformBuffer()
+    # The bag reader's TF tree is the node's (dsac_ros.tf_tree), with a stamp tolerance.
+    buffer = TfBuffer(cache_time_s=BAG_TF_CACHE_S)
     map_T_base = np.eye(4)
     map_T_base[:3, :3] = rotation_from_axis_angle(np.array([0.0, 0.0, 0.7]))
     map_T_base[:3, 3] = [1.0, 2.0, 0.0]
     base_T_camera = np.eye(4)
     base_T_camera[:3, :3] = rotation_from_axis_angle(np.array([-1.2, 0.0, -1.5]))
     base_T_camera[:3, 3] = [0.1, 0.0, 0.3]
-    buffer.add("map", "base_link", 100, map_T_base, static=False)
-    buffer.add("base_link", "camera_optical_frame", 0, base_T_camera, static=True)
-    buffer.add("map", "landmark", 100, np.eye(4), static=True)
+    buffer.set_transform("map", "base_link", 100, map_T_base, static=False)
+    buffer.set_transform("base_link", "camera_optical_frame", 0, base_T_camera, static=True)
+    buffer.set_transform("map", "landmark", 100, np.eye(4), static=True)
     found = buffer.lookup("map", "camera_optical_frame", 105, tolerance_ns=10)
     np.testing.assert_allclose(found, map_T_base @ base_T_camera, atol=1e-12)
     # Between two children of a common ancestor.
-    np.testing.assert_allclose(buffer.lookup("landmark", "camera_optical_frame", 100, 10),
+    np.testing.assert_allclose(buffer.lookup("landmark", "camera_optical_frame", 100, tolerance_ns=10),
                                map_T_base @ base_T_camera, atol=1e-12)
-    assert buffer.lookup("map", "camera_optical_frame", 200, tolerance_ns=10) is None  # stale dynamic edge
+    with pytest.raises(TransformError):  # stale dynamic edge
+        buffer.lookup("map", "camera_optical_frame", 200, tolerance_ns=10)

@@ -10,11 +10,15 @@ Layout (the 7-Scenes / 12-Scenes naming, so their sequences need only an ``intri
                                registered to the colour image (same size and intrinsics)
       frame-000000.pose.txt    optional: 4x4 world_T_cam (camera-to-world), metres
       frame-000000.intrinsics.txt  optional per-frame K overriding intrinsics.txt
+      distortion.txt           optional lens distortion of the images: one line "<model> c1 c2 ...",
+                               CameraInfo's model names and coefficient order (plumb_bob k1 k2 p1 p2 k3,
+                               rational_polynomial, equidistant); frame-000000.distortion.txt per frame
 
 A directory without frames but with sub-directories of frames (``seq-01/``, ``seq-02/``, ...) is
 read sub-directory by sub-directory, each using its own ``intrinsics.txt`` or the parent's.
 Frames are ordered by the number in their name, not alphabetically. Without ``timestamps.txt``
-stamps are the frame index at 30 Hz.
+stamps are the frame index at 30 Hz. Distorted images (and their depth) are undistorted to the same
+K through ``dsac_ros.camera``, as the node and the bag reader do: every reader yields pinhole frames.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
-from dsac_ros.camera import Intrinsics
+from dsac_ros.camera import CameraInfoError, CameraModel, Intrinsics, Undistorter, check_distortion
 from dsac_ros.data.errors import RecordingError
 from dsac_ros.frame import Frame
 
@@ -74,6 +78,25 @@ def read_intrinsics_file(path: Path, width_px: int, height_px: int) -> Intrinsic
         return Intrinsics(float(fx), float(fy), float(cx), float(cy), int(width_px), int(height_px))
     except ValueError as error:
         raise RecordingError(f"{path}: {error}") from None
+
+
+def read_distortion_file(path: Path) -> tuple[str, np.ndarray]:
+    """distortion.txt ("<model> c1 c2 ...") -> (model, (N,) coefficients), checked as CameraInfo's are."""
+    try:
+        parts = path.read_text().split()
+    except OSError as error:
+        raise RecordingError(f"{path}: cannot read distortion ({error})") from None
+    if not parts:
+        raise RecordingError(f"{path}: empty; expected '<model> c1 c2 ...', e.g. 'plumb_bob k1 k2 p1 p2 k3'")
+    try:
+        coefficients = np.array([float(value) for value in parts[1:]], dtype=np.float64)
+    except ValueError:
+        raise RecordingError(f"{path}: coefficients must be numbers, got {' '.join(parts[1:])!r}") from None
+    try:
+        check_distortion(parts[0], coefficients)
+    except CameraInfoError as error:
+        raise RecordingError(f"{path}: {error}") from None
+    return parts[0], coefficients
 
 
 def _read_timestamps(path: Path) -> dict[str, int]:
@@ -136,9 +159,18 @@ class FolderReader:
             f"{sequence}: missing intrinsics: write intrinsics.txt (3x3 K or 'fx fy cx cy' in pixels) "
             f"or {stem}.intrinsics.txt")
 
+    def _distortion_for(self, sequence: Path, stem: str) -> tuple[str, np.ndarray]:
+        if self.intrinsics_override is None:
+            for candidate in (sequence / f"{stem}.distortion.txt", sequence / "distortion.txt",
+                              self.path / "distortion.txt"):
+                if candidate.exists():
+                    return read_distortion_file(candidate)
+        return "plumb_bob", np.zeros(5)
+
     def __iter__(self) -> Iterator[Frame]:
         import cv2
 
+        undistorter = Undistorter()
         stamps_by_sequence = {seq: _read_timestamps(seq / "timestamps.txt") for seq in self.sequences}
         multi = len(self.sequences) > 1
         for index, (sequence, stem, colour_path) in enumerate(self._frames):
@@ -146,6 +178,8 @@ class FolderReader:
             image = np.ascontiguousarray(bgr[:, :, ::-1])
             height, width = image.shape[:2]
             intrinsics = self._intrinsics_for(sequence, stem, width, height)
+            camera = CameraModel(intrinsics, *self._distortion_for(sequence, stem))
+            image = undistorter.undistort_rgb(image, camera)
             depth = None
             depth_path = sequence / f"{stem}.depth.png"
             if depth_path.exists():
@@ -156,6 +190,7 @@ class FolderReader:
                     raise RecordingError(f"{depth_path}: depth is {raw.shape[1]}x{raw.shape[0]}, image is {width}x{height}")
                 depth = raw.astype(np.float32) * np.float32(1e-3)
                 depth[raw == 65535] = 0.0  # 7-Scenes marks missing depth with 65535
+                depth = undistorter.undistort_depth(depth, camera)
             pose = None
             pose_path = sequence / f"{stem}.pose.txt"
             if pose_path.exists():
@@ -171,11 +206,16 @@ def _format_matrix(matrix: np.ndarray) -> str:
     return "\n".join(" ".join(f"{value:.17g}" for value in row) for row in np.asarray(matrix)) + "\n"
 
 
+def _format_distortion(model: str, coefficients) -> str:
+    return model + " " + " ".join(f"{float(value):.17g}" for value in coefficients) + "\n"
+
+
 def write_folder(frames: Iterable[Frame], path, image_format: str = "png") -> int:
     """Write frames in the folder layout above; returns the number written.
 
     Frames are renamed frame-000000, frame-000001, ... in the given order. ``intrinsics.txt`` holds
-    the first frame's intrinsics; frames with other intrinsics get their own file. Depth is stored
+    the first frame's intrinsics; frames with other intrinsics get their own file; lens
+    distortion likewise (``distortion.txt``). Depth is stored
     in millimetres (rounded: 1 mm resolution, up to 65.534 m). Refuses a directory that already
     holds frames.
     """
@@ -188,6 +228,7 @@ def write_folder(frames: Iterable[Frame], path, image_format: str = "png") -> in
     if _frame_stems(root):
         raise FileExistsError(f"{root} already holds frames; not overwriting")
     first_intrinsics = None
+    first_lens = None
     stamps = []
     count = 0
     for index, frame in enumerate(frames):
@@ -203,6 +244,13 @@ def write_folder(frames: Iterable[Frame], path, image_format: str = "png") -> in
             (root / "intrinsics.txt").write_text(_format_matrix(k.K))
         elif k.as_tuple() != first_intrinsics.as_tuple():
             (root / f"{stem}.intrinsics.txt").write_text(_format_matrix(k.K))
+        lens = (frame.distortion_model, tuple(frame.distortion)) if frame.is_distorted else None
+        if index == 0:
+            first_lens = lens
+            if lens is not None:
+                (root / "distortion.txt").write_text(_format_distortion(*lens))
+        elif lens != first_lens:
+            (root / f"{stem}.distortion.txt").write_text(_format_distortion(*(lens or ("plumb_bob", (0.0,) * 5))))
         if frame.depth_m is not None:
             depth = np.asarray(frame.depth_m, np.float64)
             depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0)

@@ -18,6 +18,8 @@ hits a surface, so depth is valid (> 0) everywhere. Depth is rounded to 16 signi
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -228,8 +230,13 @@ def _intersect(quad: Quad, origin: np.ndarray, dirs: np.ndarray, best_t: np.ndar
     return t, hit
 
 
-def _pixel_region(quad: Quad, cam_T_world: np.ndarray, intrinsics: Intrinsics):
-    """(row slice, column slice) of pixels the quad can cover, or None when it is not visible."""
+def _pixel_region(quad: Quad, cam_T_world: np.ndarray, intrinsics: Intrinsics,
+                  pinhole_xy: Optional[tuple[np.ndarray, np.ndarray]] = None):
+    """(row slice, column slice) of pixels the quad can cover, or None when it is not visible.
+
+    pinhole_xy: for a distorted image, where each of its pixels falls in the pinhole image
+    (``dsac_ros.camera.distorted_pixel_map``); the region is then the pixels whose pinhole position
+    lies in the quad's pinhole bounding box."""
     corners_cam = quad.corners() @ cam_T_world[:3, :3].T + cam_T_world[:3, 3]
     z = corners_cam[:, 2]
     if np.all(z <= NEAR_M):
@@ -238,6 +245,15 @@ def _pixel_region(quad: Quad, cam_T_world: np.ndarray, intrinsics: Intrinsics):
         return slice(0, intrinsics.height_px), slice(0, intrinsics.width_px)
     u = intrinsics.fx_px * corners_cam[:, 0] / z + intrinsics.cx_px
     v = intrinsics.fy_px * corners_cam[:, 1] / z + intrinsics.cy_px
+    if pinhole_xy is not None:
+        map_x, map_y = pinhole_xy
+        inside = ((map_x >= u.min() - 1) & (map_x <= u.max() + 1) & (map_y >= v.min() - 1) & (map_y <= v.max() + 1))
+        rows, columns = np.any(inside, axis=1), np.any(inside, axis=0)
+        if not rows.any():
+            return None
+        y0, y1 = np.argmax(rows), len(rows) - np.argmax(rows[::-1])
+        x0, x1 = np.argmax(columns), len(columns) - np.argmax(columns[::-1])
+        return slice(int(y0), int(y1)), slice(int(x0), int(x1))
     x0 = max(int(np.floor(u.min())) - 1, 0)
     x1 = min(int(np.ceil(u.max())) + 2, intrinsics.width_px)
     y0 = max(int(np.floor(v.min())) - 1, 0)
@@ -335,22 +351,41 @@ def _shade(scene: Scene, quad: Quad, hit_world: np.ndarray, t: np.ndarray, dirs:
     return albedo * (intensity.astype(np.float32)[:, None] * gain[None, :])
 
 
-def render(scene: Scene, world_T_cam: np.ndarray, intrinsics: Intrinsics):
+@functools.lru_cache(maxsize=8)
+def _lens_rays(lens_key: tuple) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """Camera rays (H, W, 3) of a distorted image (z = 1) and its pinhole positions, per lens."""
+    from dsac_ros.camera import CameraModel, distorted_pixel_map
+
+    intrinsics, model, coefficients = lens_key
+    map_x, map_y = distorted_pixel_map(CameraModel(intrinsics, model, np.asarray(coefficients, np.float64)))
+    rays = np.stack([(map_x - intrinsics.cx_px) / intrinsics.fx_px, (map_y - intrinsics.cy_px) / intrinsics.fy_px,
+                     np.ones_like(map_x)], axis=-1).astype(np.float64)
+    return rays, (map_x, map_y)
+
+
+def render(scene: Scene, world_T_cam: np.ndarray, intrinsics: Intrinsics, lens=None):
     """Render one view.
 
     world_T_cam: (4, 4) camera-to-world pose (optical frame: x right, y down, z forward).
+    lens: optional ``dsac_ros.camera.CameraModel`` (with these intrinsics): the image is rendered
+    through its distortion, one ray per distorted pixel, as a real lens forms it (no resampling).
     Returns image_rgb (H, W, 3) uint8 and depth_m (H, W) float32 z-depth in metres (> 0 wherever a
-    surface is hit, 0 elsewhere, which never happens inside a closed room).
+    surface is hit, 0 elsewhere, which never happens inside a closed room), registered to the image.
     """
     world_T_cam = np.asarray(world_T_cam, np.float64)
     cam_T_world = np.linalg.inv(world_T_cam)
     origin = world_T_cam[:3, 3]
-    dirs = camera_rays(intrinsics) @ world_T_cam[:3, :3].T  # (H, W, 3)
+    pinhole_xy = None
+    if lens is not None and lens.is_distorted:
+        rays_cam, pinhole_xy = _lens_rays(lens.key())
+    else:
+        rays_cam = camera_rays(intrinsics)
+    dirs = rays_cam @ world_T_cam[:3, :3].T  # (H, W, 3)
     height, width = intrinsics.height_px, intrinsics.width_px
     best_t = np.full((height, width), np.inf)
     best_q = np.full((height, width), -1, dtype=np.int32)
     for index, quad in enumerate(scene.quads):
-        region = _pixel_region(quad, cam_T_world, intrinsics)
+        region = _pixel_region(quad, cam_T_world, intrinsics, pinhole_xy)
         if region is None:
             continue
         t, hit = _intersect(quad, origin, dirs[region], best_t[region])

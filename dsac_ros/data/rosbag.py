@@ -5,7 +5,7 @@ Written bags (``write_bag``) hold, per frame and all stamped with the image stam
 | topic (default) | type | content |
 |---|---|---|
 | ``/camera/image_raw`` | sensor_msgs/msg/Image | ``rgb8`` colour image |
-| ``/camera/camera_info`` | sensor_msgs/msg/CameraInfo | K, P, ``plumb_bob`` with zero distortion |
+| ``/camera/camera_info`` | sensor_msgs/msg/CameraInfo | K, P and the frame's distortion (none: ``plumb_bob``, zeros) |
 | ``/camera/depth/image_raw`` | sensor_msgs/msg/Image | ``32FC1`` z-depth in metres, 0 = invalid |
 | ``/tf`` | tf2_msgs/msg/TFMessage | ``map`` -> ``camera_optical_frame`` ground truth |
 | ``/ground_truth/pose`` | geometry_msgs/msg/PoseStamped | the same pose, frame ``map`` |
@@ -13,11 +13,14 @@ Written bags (``write_bag``) hold, per frame and all stamped with the image stam
 Messages use the Humble type definitions (unchanged through Jazzy and Kilted). MCAP bags are
 zstd-compressed per chunk (storage compression, which ``ros2 bag play`` reads natively).
 
-The reader (``BagReader``) yields one Frame per image message: CameraInfo from the message with the
-nearest stamp, depth and ground-truth pose associated by stamp within a tolerance. Ground truth comes
-from the pose topic when the bag has it, otherwise from TF: ``tf_parent`` -> ``tf_child`` (the
-image's frame_id by default) chained through ``/tf`` and ``/tf_static`` (nearest stamp per dynamic
-transform within the tolerance; interpolation between stamps is not done yet).
+The reader (``BagReader``) yields one pinhole Frame per image message: CameraInfo from the message
+with the nearest stamp, read by ``dsac_ros.camera`` (refused with the reason when its size is not the
+image's or its distortion model is unsupported); lens distortion is removed from image and depth
+with the node's own ``Undistorter``, so a map made from a bag and the live node see the same images.
+Depth and ground-truth pose are associated by stamp within a tolerance. Ground truth comes from the
+pose topic when the bag has it, otherwise from TF: ``tf_parent`` -> ``tf_child`` (the image's
+frame_id by default) through ``dsac_ros.tf_tree.TfBuffer``, the node's TF tree (interpolated between
+samples; within the tolerance beyond the first and last).
 """
 
 from __future__ import annotations
@@ -30,11 +33,16 @@ from typing import Iterable, Iterator, Optional
 
 import numpy as np
 
-from dsac_ros.camera import Intrinsics
+from dsac_ros.camera import CameraInfoError, CameraModel, Intrinsics, Undistorter, camera_model_from_info
 from dsac_ros.data import images
 from dsac_ros.data.errors import RecordingError
 from dsac_ros.frame import Frame
-from dsac_ros.geometry import invert_pose, quaternion_xyzw_from_rotation, rotation_from_quaternion_xyzw
+from dsac_ros.geometry import quaternion_xyzw_from_rotation
+from dsac_ros.message_fields import pose_to_matrix, stamp_to_ns, transform_to_matrix
+from dsac_ros.tf_tree import TfBuffer, TransformError
+
+# The reader keeps a recording's whole TF history (one bag), so the buffer's window is unbounded.
+BAG_TF_CACHE_S = 1e9
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_TYPE = "sensor_msgs/msg/CompressedImage"
@@ -68,10 +76,6 @@ def _typestore():
     return get_typestore(Stores.ROS2_HUMBLE)
 
 
-def _stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
-
-
 # --------------------------------------------------------------------------------------------------
 # writing
 
@@ -93,14 +97,16 @@ class _MessageFactory:
     def compressed(self, header, fmt: str, data: bytes):
         return self.t[COMPRESSED_TYPE](header=header, format=fmt, data=np.frombuffer(data, np.uint8))
 
-    def camera_info(self, header, intrinsics: Intrinsics):
+    def camera_info(self, header, intrinsics: Intrinsics, distortion_model: str = "plumb_bob",
+                    distortion: tuple = ()):
         K = intrinsics.K
+        d = np.asarray(distortion, dtype=np.float64) if len(distortion) else np.zeros(5)
         P = np.zeros((3, 4))
         P[:, :3] = K
         roi = self.t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
         return self.t[CAMERA_INFO_TYPE](
-            header=header, height=intrinsics.height_px, width=intrinsics.width_px, distortion_model="plumb_bob",
-            d=np.zeros(5), k=K.reshape(-1), r=np.eye(3).reshape(-1), p=P.reshape(-1), binning_x=0, binning_y=0,
+            header=header, height=intrinsics.height_px, width=intrinsics.width_px, distortion_model=distortion_model,
+            d=d, k=K.reshape(-1), r=np.eye(3).reshape(-1), p=P.reshape(-1), binning_x=0, binning_y=0,
             roi=roi)
 
     def _translation_rotation(self, pose: np.ndarray):
@@ -163,7 +169,8 @@ def write_bag(frames: Iterable[Frame], path, storage: str = "mcap", topics: BagT
             header = make.header(stamp, topics.camera_frame)
             image = np.asarray(frame.image_rgb)
             height, width = image.shape[:2]
-            put(info_conn, make.camera_info(header, frame.intrinsics), CAMERA_INFO_TYPE, stamp)
+            put(info_conn, make.camera_info(header, frame.intrinsics, frame.distortion_model, frame.distortion),
+                CAMERA_INFO_TYPE, stamp)
             if image_format == "rgb8":
                 step, data = images.encode_image(image, "rgb8")
                 put(image_conn, make.image(header, height, width, "rgb8", step, data), IMAGE_TYPE, stamp)
@@ -183,82 +190,6 @@ def write_bag(frames: Iterable[Frame], path, storage: str = "mcap", topics: BagT
 
 # --------------------------------------------------------------------------------------------------
 # transforms
-
-
-class TransformBuffer:
-    """Transforms from /tf and /tf_static, looked up by chaining edges child -> parent.
-
-    Dynamic edges are taken at the stamp nearest the query (within a tolerance); static edges hold
-    at all times. Interpolating between dynamic stamps can be added in ``_edge`` alone.
-    """
-
-    def __init__(self) -> None:
-        self.static: dict[str, tuple[str, np.ndarray]] = {}
-        self.dynamic: dict[str, tuple[str, list, list]] = {}  # child -> (parent, stamps, transforms)
-
-    def add(self, parent: str, child: str, stamp_ns: int, parent_T_child: np.ndarray, static: bool) -> None:
-        parent, child = parent.lstrip("/"), child.lstrip("/")
-        if static:
-            self.static[child] = (parent, parent_T_child)
-            return
-        entry = self.dynamic.setdefault(child, (parent, [], []))
-        position = bisect.bisect(entry[1], stamp_ns)
-        entry[1].insert(position, stamp_ns)
-        entry[2].insert(position, parent_T_child)
-
-    def __bool__(self) -> bool:
-        return bool(self.static or self.dynamic)
-
-    def _edge(self, child: str, stamp_ns: int, tolerance_ns: int):
-        if child in self.static:
-            return self.static[child]
-        if child in self.dynamic:
-            parent, stamps, transforms = self.dynamic[child]
-            i = bisect.bisect_left(stamps, stamp_ns)
-            best = min((j for j in (i - 1, i) if 0 <= j < len(stamps)), key=lambda j: abs(stamps[j] - stamp_ns))
-            if abs(stamps[best] - stamp_ns) <= tolerance_ns:
-                return parent, transforms[best]
-        return None
-
-    def _chain_to_root(self, frame: str, stamp_ns: int, tolerance_ns: int) -> dict[str, np.ndarray]:
-        """frame -> {ancestor: ancestor_T_frame} for every ancestor reachable at this stamp."""
-        chain = {frame: np.eye(4)}
-        current, current_T_frame = frame, np.eye(4)
-        for _ in range(64):  # a TF tree is never this deep; guards against cycles
-            edge = self._edge(current, stamp_ns, tolerance_ns)
-            if edge is None:
-                break
-            parent, parent_T_current = edge
-            current_T_frame = parent_T_current @ current_T_frame
-            current = parent
-            chain[current] = current_T_frame
-        return chain
-
-    def lookup(self, parent: str, child: str, stamp_ns: int, tolerance_ns: int) -> Optional[np.ndarray]:
-        """(4, 4) parent_T_child at a stamp, or None when the frames are not connected then."""
-        parent, child = parent.lstrip("/"), child.lstrip("/")
-        from_child = self._chain_to_root(child, stamp_ns, tolerance_ns)
-        from_parent = self._chain_to_root(parent, stamp_ns, tolerance_ns)
-        for ancestor, ancestor_T_child in from_child.items():
-            if ancestor in from_parent:
-                return invert_pose(from_parent[ancestor]) @ ancestor_T_child
-        return None
-
-
-def _transform_matrix(transform) -> np.ndarray:
-    q = transform.rotation
-    pose = np.eye(4)
-    pose[:3, :3] = rotation_from_quaternion_xyzw([q.x, q.y, q.z, q.w])
-    pose[:3, 3] = [transform.translation.x, transform.translation.y, transform.translation.z]
-    return pose
-
-
-def _pose_matrix(pose) -> np.ndarray:
-    q = pose.orientation
-    matrix = np.eye(4)
-    matrix[:3, :3] = rotation_from_quaternion_xyzw([q.x, q.y, q.z, q.w])
-    matrix[:3, 3] = [pose.position.x, pose.position.y, pose.position.z]
-    return matrix
 
 
 # --------------------------------------------------------------------------------------------------
@@ -368,7 +299,7 @@ class BagReader:
             raise RecordingError(f"{self.path}: corrupt or truncated bag: {type(error).__name__}: {error}") from None
 
     def _read_small_topics(self):
-        infos, poses, tf = _StampIndex(), _StampIndex(), TransformBuffer()
+        infos, poses, tf = _StampIndex(), _StampIndex(), TfBuffer(cache_time_s=BAG_TF_CACHE_S)
         static_connections = self._connections(self.tf_topics[1])
         connections = (self._connections(self.camera_info_topic) + self._connections(self.pose_topic)
                        + self._connections(self.tf_topics[0]) + static_connections)
@@ -378,35 +309,46 @@ class BagReader:
                                      f"supported: {', '.join(GROUND_TRUTH_TYPES)}")
         for connection, message in self._messages(connections):
             if connection.topic == self.camera_info_topic and connection.msgtype == CAMERA_INFO_TYPE:
-                infos.add(_stamp_ns(message.header), message)
+                infos.add(stamp_to_ns(message.header.stamp), message)
             elif connection.topic == self.pose_topic and connection.msgtype in GROUND_TRUTH_TYPES:
-                if connection.msgtype == POSE_TYPE:
-                    poses.add(_stamp_ns(message.header), (_pose_matrix(message.pose), None))
-                else:
-                    body = message.child_frame_id if connection.msgtype == ODOMETRY_TYPE else None
-                    poses.add(_stamp_ns(message.header), (_pose_matrix(message.pose.pose), body or None))
+                pose_message = message.pose if connection.msgtype == POSE_TYPE else message.pose.pose
+                body = message.child_frame_id if connection.msgtype == ODOMETRY_TYPE else None
+                try:
+                    poses.add(stamp_to_ns(message.header.stamp), (pose_to_matrix(pose_message), body or None))
+                except ValueError:
+                    pass  # a zero quaternion: no ground truth at that stamp
             elif connection.msgtype == TF_TYPE:
                 for transform in message.transforms:
-                    tf.add(transform.header.frame_id, transform.child_frame_id, _stamp_ns(transform.header),
-                           _transform_matrix(transform.transform), static=connection in static_connections)
+                    try:
+                        tf.set_transform(transform.header.frame_id, transform.child_frame_id,
+                                         stamp_to_ns(transform.header.stamp), transform_to_matrix(transform.transform),
+                                         static=connection in static_connections)
+                    except ValueError:
+                        pass  # an empty frame name or a broken rotation: that sample is no ground truth
         return infos, poses, tf
 
-    def _intrinsics(self, info, width: int, height: int, stamp_ns: int) -> Intrinsics:
+    def _lookup(self, tf: TfBuffer, parent: str, child: str, stamp_ns: int) -> Optional[np.ndarray]:
+        """(4, 4) parent_T_child at the stamp (interpolated, as tf2 does), None when TF cannot say."""
+        try:
+            return tf.lookup(parent, child, stamp_ns, tolerance_ns=self.tolerance_ns)
+        except TransformError:
+            return None
+
+    def _camera_model(self, info, width: int, height: int, stamp_ns: int) -> CameraModel:
+        """The camera of an image from its CameraInfo (or the pinhole override), via dsac_ros.camera."""
         if self.intrinsics_override is not None:
             k = self.intrinsics_override
-            return k if (k.width_px, k.height_px) == (width, height) else k.resized(width, height)
+            return CameraModel(k if (k.width_px, k.height_px) == (width, height) else k.resized(width, height))
         if info is None:
             raise RecordingError(f"{self.path}: missing intrinsics: no CameraInfo on {self.camera_info_topic!r}")
-        k = np.asarray(info.k, np.float64)
-        if k[0] == 0:
-            raise RecordingError(f"{self.path}: missing intrinsics: CameraInfo at {stamp_ns} ns is uncalibrated (k[0] == 0)")
-        if (info.width, info.height) not in ((width, height), (0, 0)):
-            raise RecordingError(f"{self.path}: CameraInfo is for {info.width}x{info.height} images, "
-                                 f"but images on {self.image_topic!r} are {width}x{height}")
         try:
-            return Intrinsics(float(k[0]), float(k[4]), float(k[2]), float(k[5]), width, height)
-        except ValueError as error:
-            raise RecordingError(f"{self.path}: invalid CameraInfo: {error}") from None
+            return camera_model_from_info(info, image_size=(width, height))
+        except CameraInfoError as error:
+            if "uncalibrated" in str(error):
+                raise RecordingError(f"{self.path}: missing intrinsics: CameraInfo at {stamp_ns} ns is uncalibrated "
+                                     "(k[0] == 0)") from None
+            raise RecordingError(f"{self.path}: CameraInfo on {self.camera_info_topic!r} at {stamp_ns} ns for images "
+                                 f"on {self.image_topic!r}: {error}") from None
 
     def _decode_image(self, message, stamp_ns: int) -> np.ndarray:
         try:
@@ -434,11 +376,15 @@ class BagReader:
         pending_depths = _StampIndex()
         latest_depth_ns = -1
         max_pending = 64  # images waiting for a depth match; bounds memory if depth is missing
+        undistorter = Undistorter()
 
         def emit(stamp_ns: int, message) -> Frame:
             image = self._decode_image(message, stamp_ns)
             height, width = image.shape[:2]
-            intrinsics = self._intrinsics(infos.nearest(stamp_ns, None), width, height, stamp_ns)
+            camera = self._camera_model(infos.nearest(stamp_ns, None), width, height, stamp_ns)
+            # The same undistortion as the node's: maps and queries see the same pinhole images.
+            image = undistorter.undistort_rgb(image, camera)
+            intrinsics = camera.intrinsics
             depth = None
             depth_message = pending_depths.nearest(stamp_ns, self.tolerance_ns)
             if depth_message is not None:
@@ -447,16 +393,17 @@ class BagReader:
                     raise RecordingError(
                         f"{self.path}: depth on {self.depth_topic!r} is {depth.shape[1]}x{depth.shape[0]}, images are "
                         f"{width}x{height} (depth must be registered to the image; pass depth_topic=None to ignore it)")
+                depth = undistorter.undistort_depth(depth, camera)
             camera_frame = self.tf_child or message.header.frame_id
             pose = None
             entry = poses.nearest(stamp_ns, self.tolerance_ns)
             if entry is not None:
                 pose, body = entry
                 if body is not None and body != camera_frame:
-                    body_T_camera = tf.lookup(body, camera_frame, stamp_ns, self.tolerance_ns) if tf else None
+                    body_T_camera = self._lookup(tf, body, camera_frame, stamp_ns)
                     pose = None if body_T_camera is None else pose @ body_T_camera
-            if pose is None and entry is None and tf:
-                pose = tf.lookup(self.tf_parent, camera_frame, stamp_ns, self.tolerance_ns)
+            if pose is None and entry is None:
+                pose = self._lookup(tf, self.tf_parent, camera_frame, stamp_ns)
             # Depth messages older than this image can match no later image.
             while pending_depths.stamps and pending_depths.stamps[0] < stamp_ns - self.tolerance_ns:
                 pending_depths.stamps.pop(0)
@@ -466,7 +413,7 @@ class BagReader:
 
         image_ids = {c.id for c in image_connections}
         for connection, message in self._messages(image_connections + depth_connections):
-            stamp_ns = _stamp_ns(message.header)
+            stamp_ns = stamp_to_ns(message.header.stamp)
             if connection.id in image_ids and connection.topic == self.image_topic:
                 pending_images.append((stamp_ns, message))
             else:

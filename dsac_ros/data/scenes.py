@@ -8,6 +8,7 @@ Standard scenes, in the order ``list_scenes()`` gives them:
 | ``large_room`` | 8.0 x 6.0 x 3.0 | 480 (4 loops) | 200 | brick walls, tiled floor, rows of identical crates |
 | ``small_room_long`` | small_room | 4,000 (5 loops, 30 Hz) | 150 | a 7-Scenes-length recording (benchmarks only) |
 | ``tiny`` | small_room | 24 (2 loops) | 8 | 160 x 120 default size: fast tests of other modules |
+| ``*_distorted`` | as above | as above | as above | small_room, large_room and tiny through a wide-angle lens |
 
 Frames are rendered at 640 x 480 by default (fx = fy = 525 px, principal point at the centre; the
 intrinsics are rescaled with ``Intrinsics.resized`` for other sizes), stamped at 10 Hz (the long
@@ -22,12 +23,12 @@ are keyed apart from the standard scenes', so no random scene reproduces a stand
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 import numpy as np
 
-from dsac_ros.camera import Intrinsics
+from dsac_ros.camera import CameraModel, Intrinsics
 from dsac_ros.data import textures as tx
 from dsac_ros.data.render import Lighting, Scene, SceneBuilder, render
 from dsac_ros.data.trajectories import (Route, mapping_trajectory, pass_lengths, proximity_summary,
@@ -56,6 +57,10 @@ class SceneSpec:
     seed: int
     default_size_px: tuple[int, int] = (640, 480)
     frame_period_ns: int = FRAME_PERIOD_NS
+    # Lens distortion (CameraInfo's model name and coefficients, on normalised coordinates, so
+    # valid at every image size); () = a pinhole camera.
+    distortion_model: str = "plumb_bob"
+    distortion: tuple[float, ...] = ()
 
     def scene(self) -> Scene:
         return _built_scene(self.name)
@@ -102,10 +107,12 @@ class SceneSpec:
         intrinsics = self.intrinsics(width_px, height_px)
         poses = self.poses(split)
         stamps = self.stamps_ns(split)
+        lens = CameraModel(intrinsics, self.distortion_model, np.asarray(self.distortion, np.float64)) \
+            if self.distortion else None
         for index in range(0, len(poses), stride):
-            image, depth = render(scene, poses[index], intrinsics)
+            image, depth = render(scene, poses[index], intrinsics, lens=lens)
             yield Frame(image, intrinsics, int(stamps[index]), depth, poses[index].copy(),
-                        f"{self.name}-{split}-{index:06d}")
+                        f"{self.name}-{split}-{index:06d}", self.distortion_model, tuple(self.distortion))
 
     def proximity(self) -> dict:
         """Distance / angle statistics of test frames to their nearest mapping frames."""
@@ -190,6 +197,13 @@ _REGISTRY: dict[str, SceneSpec] = {
                       _build_small_room, _SMALL_ROUTE, mapping_frames=24, mapping_passes=2, test_frames=8,
                       seed=3, default_size_px=(160, 120)),
 }
+# Lens variants: the same rooms and camera paths through a wide-angle webcam lens (barrel
+# distortion, about 50 px at the corners of a 640 x 480 image); CameraInfo carries the coefficients.
+WEBCAM_LENS = ("plumb_bob", (-0.28, 0.09, 0.0005, -0.0008, -0.012))
+for _name in ("small_room", "large_room", "tiny"):
+    _REGISTRY[f"{_name}_distorted"] = replace(
+        _REGISTRY[_name], name=f"{_name}_distorted", distortion_model=WEBCAM_LENS[0], distortion=WEBCAM_LENS[1],
+        description=_REGISTRY[_name].description + "; through a wide-angle lens (plumb_bob distortion)")
 
 
 @functools.lru_cache(maxsize=None)
@@ -198,7 +212,8 @@ def _built_scene(name: str) -> Scene:
 
 
 def list_scenes() -> list[str]:
-    """Names of the registered scenes: the small room first, the test-only ``tiny`` last."""
+    """Names of the registered scenes: the small room first, then large_room, small_room_long, the test-only
+    ``tiny``, and the lens variants (``*_distorted``)."""
     return list(_REGISTRY)
 
 

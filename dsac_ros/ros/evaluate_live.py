@@ -9,6 +9,7 @@ the bag through the node over DDS with ``use_sim_time`` (/clock from the player)
     frames_dropped         images for which the node published no status (it was busy: newest wins)
     node_frames_dropped    the node's own count of replaced frames
     median/p95/mean_ms_latency   wall time from publishing an image to receiving its status
+and the covariance consistency of the published ``~/pose_with_covariance`` (as offline).
 
 Modes:
     lockstep (default)  each image waits for its status before the bag goes on: nothing is
@@ -160,7 +161,7 @@ class LiveEvaluator:
 
         from dsac_ros.msg import LocalizationStatus
         from dsac_ros.ros.node import LocalizerNode, default_localizer_factory
-        from geometry_msgs.msg import PoseStamped
+        from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 
         if rate is not None and not rate > 0:
             raise ValueError(f"rate must be positive, got {rate}")
@@ -175,6 +176,7 @@ class LiveEvaluator:
         self._state_no_model = LocalizationStatus.STATE_NO_MODEL
         self.statuses: dict[int, Any] = {}
         self.poses: dict[int, Any] = {}
+        self.covariances: dict[int, np.ndarray] = {}  # (6, 6) from ~/pose_with_covariance
         self.sent_s: dict[int, float] = {}
         self._processed_at_send: dict[int, int] = {}
         self.status_received_s: dict[int, float] = {}
@@ -207,6 +209,8 @@ class LiveEvaluator:
             base = f"{NAMESPACE}/localizer"
             # Pose before status: when both are ready, the executor takes the pose first.
             self.helper.create_subscription(PoseStamped, f"{base}/pose", self._on_pose, reliable)
+            self.helper.create_subscription(PoseWithCovarianceStamped, f"{base}/pose_with_covariance",
+                                            self._on_pose_covariance, reliable)
             self.helper.create_subscription(LocalizationStatus, f"{base}/status", self._on_status, reliable)
             self.executor = SingleThreadedExecutor(context=context)
             self.executor.add_node(self.helper)
@@ -254,6 +258,11 @@ class LiveEvaluator:
             self.poses[stamp_to_ns(msg.header.stamp)] = pose_to_matrix(msg.pose)
         except ValueError:
             pass  # the node never publishes an invalid pose; if it did, the frame counts as failed
+
+    def _on_pose_covariance(self, msg) -> None:
+        from dsac_ros.ros.conversions import stamp_to_ns
+
+        self.covariances[stamp_to_ns(msg.header.stamp)] = np.asarray(msg.pose.covariance, np.float64).reshape(6, 6)
 
     def _on_status(self, msg) -> None:
         from dsac_ros.ros.conversions import stamp_to_ns
@@ -322,7 +331,8 @@ class LiveEvaluator:
             return
         _spin_until(self.executor, lambda: stamp_ns in self.statuses, self.frame_timeout_s)
         if stamp_ns in self.statuses and self.statuses[stamp_ns].state == self._state_ok:
-            _spin_until(self.executor, lambda: stamp_ns in self.poses, MATCH_TIMEOUT_S)
+            _spin_until(self.executor, lambda: stamp_ns in self.poses and stamp_ns in self.covariances,
+                        MATCH_TIMEOUT_S)
 
     def _run_real_time(self) -> None:
         stop = threading.Event()
@@ -352,7 +362,8 @@ class LiveEvaluator:
             # The newest image is never replaced, so its status always comes; earlier ones are in by then.
             last = self.sent_order[-1]
             _spin_until(self.executor, lambda: last in self.statuses, self.frame_timeout_s)
-        _spin_until(self.executor, lambda: all(s in self.poses for s, m in self.statuses.items()
+        _spin_until(self.executor, lambda: all(s in self.poses and s in self.covariances
+                                               for s, m in self.statuses.items()
                                                if m.state == self._state_ok and s in self.sent_s), 1.0)
 
     def run(self, truth: list[tuple[int, Optional[np.ndarray], str]]) -> LiveRun:
@@ -392,7 +403,9 @@ class LiveEvaluator:
                 STATUS_OF_STATE[status.state]
             records.append(FrameRecord(stamp_ns, estimate, world_T_cam_gt, timings, name, status=state_name,
                                        reason=reason, inlier_count=int(status.inlier_count),
-                                       inlier_ratio=float(status.inlier_ratio), score=float(status.score)))
+                                       inlier_ratio=float(status.inlier_ratio), score=float(status.score),
+                                       covariance_6x6=self.covariances.get(stamp_ns) if estimate is not None
+                                       else None))
         truth_stamps = {stamp for stamp, _, _ in truth}
         dropped = sum(1 for record in records if record.status == Status.DROPPED)
         return LiveRun(records=records, mode="lockstep" if self.rate is None else "real time",

@@ -12,8 +12,8 @@ import numpy as np
 from sensor_msgs.msg import Image
 
 from dsac_ros.msg import LocalizationStatus
-from dsac_ros.ros.conversions import (CameraInfoError, CameraModel, camera_info_to_model, compressed_msg_to_rgb,
-                                      depth_msg_to_m, image_msg_to_rgb)
+from dsac_ros.camera import CameraInfoError, CameraModel, camera_model_from_info
+from dsac_ros.ros.conversions import compressed_msg_to_rgb, depth_msg_to_m, image_msg_to_rgb
 
 
 class FrameFailure(Exception):
@@ -38,20 +38,21 @@ class PendingFrame:
 DEPTH_WAIT_S = 0.2
 DEPTH_STAMP_TOLERANCE_NS = 1_000_000
 MAX_BUFFERED_DEPTH = 5
+MAX_BUFFERED_CAMERA_INFO = 10
 
 
 class FrameInputMixin:
     """Methods of ``LocalizerNode`` (``dsac_ros.ros.node``); they use its state and parameters."""
 
-    def _camera_model(self) -> CameraModel:
-        info = self._camera_info
+    def _camera_model(self, stamp_ns: int) -> CameraModel:
+        info = self._camera_infos_by_stamp.get(stamp_ns, self._camera_info)
         if info is None:
             raise FrameFailure(LocalizationStatus.STATE_BAD_INPUT,
                                f"no CameraInfo received yet on {self.camera_info_topic}")
         cached_info, model = self._camera_model_cache
         if cached_info is not info:
             try:
-                model = camera_info_to_model(info)
+                model = camera_model_from_info(info)
             except CameraInfoError as error:
                 model = error
             self._camera_model_cache = (info, model)
@@ -77,7 +78,7 @@ class FrameInputMixin:
         """-> (image_rgb (H, W, 3) uint8 undistorted, Intrinsics, depth_m (H, W) or None)."""
         from dsac_ros.data.images import ImageDecodeError
 
-        model = self._camera_model()
+        model = self._camera_model(frame.stamp_ns)
         try:
             image_rgb = compressed_msg_to_rgb(frame.msg) if frame.compressed else image_msg_to_rgb(frame.msg)
         except ImageDecodeError as error:

@@ -5,6 +5,7 @@ A thin adapter over ``dsac_ros.localizer.Localizer`` (ROS_CONVENTIONS.md):
 - Inputs: ``image`` (sensor_msgs/Image) or ``image/compressed`` (CompressedImage, with
   ``use_compressed``), ``camera_info``, optionally ``depth`` (``use_depth``), all with the
   sensor-data QoS at depth 1; ``initialpose`` (PoseWithCovarianceStamped); /tf and /tf_static.
+  A frame takes the CameraInfo with its own stamp when one arrived, else the newest one.
 - Threading: subscription callbacks only store the newest message; one worker thread decodes,
   localises and publishes. A frame that arrives while another is still waiting is replaced and
   counted in ``frames_dropped`` (newest wins, nothing queues, latency stays bounded).
@@ -60,9 +61,10 @@ from dsac_ros.gate import gate
 from dsac_ros.msg import LocalizationStatus
 from dsac_ros.status import Status
 from dsac_ros.ros import params as node_params
-from dsac_ros.ros.conversions import (STATE_OF_STATUS, Undistorter, covariance_for_attached_frame, covariance_to_msg,
+from dsac_ros.camera import Undistorter
+from dsac_ros.ros.conversions import (STATE_OF_STATUS, covariance_for_attached_frame, covariance_to_msg,
                                       matrix_to_pose, ns_to_stamp, pose_to_matrix, stamp_to_ns)
-from dsac_ros.ros.frame_input import MAX_BUFFERED_DEPTH, FrameFailure, FrameInputMixin, PendingFrame
+from dsac_ros.ros.frame_input import MAX_BUFFERED_CAMERA_INFO, MAX_BUFFERED_DEPTH, FrameFailure, FrameInputMixin, PendingFrame
 from dsac_ros.ros.node_io import NodeIoMixin, sensor_qos
 from dsac_ros.ros.status_output import STATE_NAMES, StatusOutputMixin
 from dsac_ros.ros.tf_output import Broadcast, TfOutputMixin
@@ -108,7 +110,8 @@ class LocalizerCore(FrameInputMixin, StatusOutputMixin, TfOutputMixin, NodeIoMix
         self._frame_lock = threading.Lock()  # held while the worker processes a frame
         self._worker: Optional[threading.Thread] = None
         self._pending: Optional[PendingFrame] = None
-        self._camera_info: Optional[CameraInfo] = None
+        self._camera_info: Optional[CameraInfo] = None  # the newest
+        self._camera_infos_by_stamp: dict[int, CameraInfo] = {}  # the last few, for an exact stamp match
         self._camera_model_cache: tuple[Any, Any] = (None, None)  # (CameraInfo msg, CameraModel or error)
         self._depth_msgs: dict[int, Image] = {}
         self._newest_image_stamp_ns: Optional[int] = None
@@ -201,6 +204,11 @@ class LocalizerCore(FrameInputMixin, StatusOutputMixin, TfOutputMixin, NodeIoMix
             self._cond.notify_all()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        # A frame uses the CameraInfo of its own stamp when one came (camera drivers stamp both
+        # alike, as image_transport's CameraSubscriber pairs them), else the newest.
+        self._camera_infos_by_stamp[stamp_to_ns(msg.header.stamp)] = msg
+        while len(self._camera_infos_by_stamp) > MAX_BUFFERED_CAMERA_INFO:
+            del self._camera_infos_by_stamp[next(iter(self._camera_infos_by_stamp))]
         self._camera_info = msg
 
     def _on_depth(self, msg: Image) -> None:
@@ -236,6 +244,7 @@ class LocalizerCore(FrameInputMixin, StatusOutputMixin, TfOutputMixin, NodeIoMix
         self.tf_buffer.clear(keep_static=True)
         with self._cond:
             self._depth_msgs.clear()
+            self._camera_infos_by_stamp.clear()
             self._newest_image_stamp_ns = None
         self._forget_pose()
         with self._state_lock:

@@ -122,7 +122,7 @@ class _BagFrames:
         from rosbags.rosbag2 import Reader
 
         from dsac_ros.data.rosbag import BagTopics
-        from dsac_ros.ros.evaluate_live import ground_truth
+        from dsac_ros.ros.evaluate_live import ground_truth, header_stamp_ns
 
         topics = BagTopics()
         self.image_topic, self.info_topic, self.depth_topic = topics.image, topics.camera_info, topics.depth
@@ -134,19 +134,13 @@ class _BagFrames:
                 raise ValueError(f"{bag_path}: no topic {', '.join(sorted(missing))} in the bag")
             connections = [c for c in reader.connections if c.topic in wanted]
             for connection, _, data in reader.messages(connections=connections):
-                stamp = _header_stamp_ns(bytes(data))
+                stamp = header_stamp_ns(bytes(data))
                 by_stamp.setdefault(stamp, {})[connection.topic] = bytes(data)
         self.frames = [(stamp, parts) for stamp, parts in sorted(by_stamp.items()) if wanted <= set(parts)]
         if not self.frames:
             raise ValueError(f"{bag_path}: no frame has all of {', '.join(sorted(wanted))}")
         self.truth = {stamp: pose for stamp, pose, _ in ground_truth(bag_path, topics.image, topics.camera_info,
                                                                     topics.pose, topics.map_frame, None)}
-
-
-def _header_stamp_ns(cdr: bytes) -> int:
-    from dsac_ros.ros.evaluate_live import header_stamp_ns
-
-    return header_stamp_ns(cdr)
 
 
 def _corrupt(kind: str, image, info, depth):

@@ -38,40 +38,10 @@ from dsac_ros.data.images import encode_image
 from dsac_ros.data.scenes import get_scene
 from dsac_ros.msg import LocalizationStatus
 from dsac_ros.ros.conversions import ns_to_stamp, stamp_to_ns
+from dsac_ros.benchmarks.dds import FASTDDS_LARGE_MESSAGES_XML
 from dsac_ros.ros.node import sensor_qos
 
 NAMESPACE = "/bench"
-# Raw 640 x 480 rgb8 images are 0.9 MB: with Fast DDS's default shared-memory segment (0.5 MB) and
-# UDP socket buffers (the kernel's 208 kB) nearly every best-effort sample is lost between two
-# processes. A larger segment and socket buffers are the usual fix on a robot as well.
-FASTDDS_LARGE_MESSAGES_XML = """<?xml version="1.0" encoding="UTF-8" ?>
-<dds xmlns="http://www.eprosima.com">
-  <profiles>
-    <transport_descriptors>
-      <transport_descriptor>
-        <transport_id>shm_large</transport_id>
-        <type>SHM</type>
-        <segment_size>16777216</segment_size>
-      </transport_descriptor>
-      <transport_descriptor>
-        <transport_id>udp_large</transport_id>
-        <type>UDPv4</type>
-        <sendBufferSize>4194304</sendBufferSize>
-        <receiveBufferSize>4194304</receiveBufferSize>
-      </transport_descriptor>
-    </transport_descriptors>
-    <participant profile_name="large_messages" is_default_profile="true">
-      <rtps>
-        <useBuiltinTransports>false</useBuiltinTransports>
-        <userTransports>
-          <transport_id>shm_large</transport_id>
-          <transport_id>udp_large</transport_id>
-        </userTransports>
-      </rtps>
-    </participant>
-  </profiles>
-</dds>
-"""
 
 
 def process_cpu_seconds(pid: int) -> float:

@@ -9,6 +9,7 @@ Standard scenes, in the order ``list_scenes()`` gives them:
 | ``small_room_long`` | small_room | 4,000 (5 loops, 30 Hz) | 150 | a 7-Scenes-length recording (benchmarks only) |
 | ``tiny`` | small_room | 24 (2 loops) | 8 | 160 x 120 default size: fast tests of other modules |
 | ``*_distorted`` | as above | as above | as above | small_room, large_room and tiny through a wide-angle lens |
+| ``*_sensor`` | as above | as above | as above | the same as a Kinect-like camera records them (noise, blur, depth holes) |
 
 Frames are rendered at 640 x 480 by default (fx = fy = 525 px, principal point at the centre; the
 intrinsics are rescaled with ``Intrinsics.resized`` for other sizes), stamped at 10 Hz (the long
@@ -31,6 +32,7 @@ import numpy as np
 from dsac_ros.camera import CameraModel, Intrinsics
 from dsac_ros.data import textures as tx
 from dsac_ros.data.render import Lighting, Scene, SceneBuilder, render
+from dsac_ros.data.sensor import SENSOR_MAPPING, SENSOR_TEST
 from dsac_ros.data.trajectories import (Route, mapping_trajectory, pass_lengths, proximity_summary,
                                         random_views, test_trajectory)
 from dsac_ros.frame import Frame
@@ -61,6 +63,8 @@ class SceneSpec:
     # valid at every image size); () = a pinhole camera.
     distortion_model: str = "plumb_bob"
     distortion: tuple[float, ...] = ()
+    # Sensor effects per split (dsac_ros.data.sensor.SensorEffects); {} = the perfect render.
+    sensor: tuple = ()  # ((split, SensorEffects), ...)
 
     def scene(self) -> Scene:
         return _built_scene(self.name)
@@ -100,9 +104,17 @@ class SceneSpec:
             return np.zeros(self.test_frames, dtype=np.int64)
         return np.repeat(np.arange(self.mapping_passes), pass_lengths(self.mapping_frames, self.mapping_passes))
 
+    def sensor_effects(self, split: str):
+        """The split's SensorEffects, or None for a perfect render."""
+        return dict(self.sensor).get(split)
+
     def render_frames(self, split: str = "mapping", width_px: int | None = None,
-                      height_px: int | None = None, stride: int = 1) -> Iterator[Frame]:
-        """Render every ``stride``-th frame of a split as Frames (image, depth, pose, stamp)."""
+                      height_px: int | None = None, stride: int = 1, sensor=None) -> Iterator[Frame]:
+        """Render every ``stride``-th frame of a split as Frames (image, depth, pose, stamp).
+
+        sensor: SensorEffects to apply instead of the scene's own (``sensor_effects(split)``);
+        keyed by the frame's index in the split, so a stride changes nothing of a frame."""
+        effects = sensor if sensor is not None else self.sensor_effects(split)
         scene = self.scene()
         intrinsics = self.intrinsics(width_px, height_px)
         poses = self.poses(split)
@@ -111,8 +123,11 @@ class SceneSpec:
             if self.distortion else None
         for index in range(0, len(poses), stride):
             image, depth = render(scene, poses[index], intrinsics, lens=lens)
-            yield Frame(image, intrinsics, int(stamps[index]), depth, poses[index].copy(),
-                        f"{self.name}-{split}-{index:06d}", self.distortion_model, tuple(self.distortion))
+            frame = Frame(image, intrinsics, int(stamps[index]), depth, poses[index].copy(),
+                          f"{self.name}-{split}-{index:06d}", self.distortion_model, tuple(self.distortion))
+            if effects is not None:
+                frame = effects.apply(frame, index, poses[index - 1] if index > 0 else None)
+            yield frame
 
     def proximity(self) -> dict:
         """Distance / angle statistics of test frames to their nearest mapping frames."""
@@ -200,10 +215,18 @@ _REGISTRY: dict[str, SceneSpec] = {
 # Lens variants: the same rooms and camera paths through a wide-angle webcam lens (barrel
 # distortion, about 50 px at the corners of a 640 x 480 image); CameraInfo carries the coefficients.
 WEBCAM_LENS = ("plumb_bob", (-0.28, 0.09, 0.0005, -0.0008, -0.012))
+# Sensor variants: the same rooms and paths as a Kinect-like RGB-D camera records them
+# (dsac_ros.data.sensor: noise, JPEG, range-dependent depth noise, dropout, 5 m range, edge holes;
+# test frames also with exposure / gamma changes and motion blur on half of them).
 for _name in ("small_room", "large_room", "tiny"):
+    _base = _REGISTRY[_name]
     _REGISTRY[f"{_name}_distorted"] = replace(
-        _REGISTRY[_name], name=f"{_name}_distorted", distortion_model=WEBCAM_LENS[0], distortion=WEBCAM_LENS[1],
-        description=_REGISTRY[_name].description + "; through a wide-angle lens (plumb_bob distortion)")
+        _base, name=f"{_name}_distorted", distortion_model=WEBCAM_LENS[0], distortion=WEBCAM_LENS[1],
+        description=_base.description + "; through a wide-angle lens (plumb_bob distortion)")
+    _REGISTRY[f"{_name}_sensor"] = replace(
+        _base, name=f"{_name}_sensor", sensor=(("mapping", SENSOR_MAPPING), ("test", SENSOR_TEST)),
+        description=_base.description + "; with a Kinect-like camera's noise, JPEG, depth noise and holes, "
+                                        "exposure changes and motion blur (test)")
 
 
 @functools.lru_cache(maxsize=None)
@@ -213,7 +236,7 @@ def _built_scene(name: str) -> Scene:
 
 def list_scenes() -> list[str]:
     """Names of the registered scenes: the small room first, then large_room, small_room_long, the test-only
-    ``tiny``, and the lens variants (``*_distorted``)."""
+    ``tiny``, and the lens and sensor variants (``*_distorted``, ``*_sensor``)."""
     return list(_REGISTRY)
 
 

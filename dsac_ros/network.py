@@ -294,8 +294,17 @@ def normalize_gray(gray_u8, normalization: dict[str, Any] = DEFAULT_NORMALIZATIO
 
 def normalize_unit_gray(gray_01, normalization: dict[str, Any] = DEFAULT_NORMALIZATION) -> torch.Tensor:
     """(..., h, w) float32 grayscale in [0, 1] (numpy or tensor; e.g. an augmented view) -> the
-    network's normalised input. The one place normalisation happens, for mapping and localisation."""
-    return (torch.as_tensor(gray_01) - float(normalization["mean"])) / float(normalization["std"])
+    network's normalised input. The one place normalisation happens, for mapping and localisation.
+
+    ``normalization["per_image"]`` (maps that ask for it): each image is standardised by its own
+    mean and standard deviation instead of the fixed ones, which cancels a change of exposure
+    (gain) exactly and of gamma largely, at mapping and at localisation alike."""
+    gray = torch.as_tensor(gray_01)
+    if normalization.get("per_image"):
+        mean = gray.mean(dim=(-2, -1), keepdim=True)
+        std = gray.std(dim=(-2, -1), keepdim=True).clamp_min(1e-3)
+        return (gray - mean) / std
+    return (gray - float(normalization["mean"])) / float(normalization["std"])
 
 
 def prepare_input(image_rgb: np.ndarray, input_height_px: int,

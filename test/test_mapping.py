@@ -12,7 +12,7 @@ import torch
 
 from dsac_ros.data.scenes import get_scene
 from dsac_ros.dsac import RansacOptions
-from dsac_ros.geometry import transform_points
+from dsac_ros.geometry import pose_errors, transform_points
 from dsac_ros.head_training import coords_loss, head_forward_flat
 from dsac_ros.mapfile import load_map
 from dsac_ros.network import Head, cell_centers_px, network_input_size
@@ -320,6 +320,41 @@ def test_the_covariance_consistency_on_the_tiny_scene_falls_in_its_band(tiny_map
     assert consistency["covariance_frames"] >= 18, consistency
     assert 1.0 < consistency["nees_median"] < 30.0, consistency
     assert consistency["pct_inside_95_ellipsoid"] >= 25.0, consistency
+
+
+def test_per_image_normalisation_cancels_an_exposure_change(tiny_frames, tmp_path):
+    """input_normalization="per_image": each image is standardised by its own mean and std, at
+    mapping and (the map stores it) at localisation, so a gain on the image changes nothing but
+    uint8 rounding and clipping."""
+    from dsac_ros.localizer import Localizer
+    from dsac_ros.network import normalize_unit_gray
+
+    gray = torch.rand(1, 1, 30, 40) * 0.6 + 0.1
+    per_image = {"mean": 0.4, "std": 0.25, "per_image": True}
+    assert torch.allclose(normalize_unit_gray(gray * 1.4, per_image), normalize_unit_gray(gray, per_image), atol=1e-5)
+    assert not torch.allclose(normalize_unit_gray(gray * 1.4), normalize_unit_gray(gray), atol=1e-2)
+
+    # Scene coordinates of the tiny scene's frames and of the same frames 20 % darker, from a map
+    # of each kind: measured median shifts 25 cm (fixed) and 1.8 cm (per_image), the rest being
+    # uint8 rounding of the darker 160 x 120 images.
+    shifts = {}
+    for normalization in ("fixed", "per_image"):
+        out = tmp_path / f"{normalization}.pt"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mp.map_recording(tiny_frames, out, tiny_options(max_steps=200, max_e2e_steps=0,
+                                                            input_normalization=normalization), log=lambda message: None)
+        localizer = Localizer(out, device="cpu")
+        assert bool(localizer.map.normalization.get("per_image")) == (normalization == "per_image")
+        medians = []
+        for frame in tiny_frames[::4]:
+            darker = np.clip(frame.image_rgb.astype(np.float32) * 0.8 + 0.5, 0, 255).astype(np.uint8)
+            plain, dimmed = localizer.predict(frame.image_rgb)[0], localizer.predict(darker)[0]
+            medians.append(float(torch.linalg.norm(plain - dimmed, dim=1).median()))
+        shifts[normalization] = float(np.mean(medians))
+    assert shifts["per_image"] < 0.05 and shifts["fixed"] > 0.10, shifts
+    with pytest.raises(mp.MappingError, match="input_normalization must be one of"):
+        tiny_options(input_normalization="auto")
 
 
 def test_rgbd_mode_without_depth_is_refused_with_a_reason(tiny_frames, tmp_path):

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from dsac_ros.cli.recording import add_recording_arguments, recording_options
 from dsac_ros.mapping.keyframes import KeyframeOptions
-from dsac_ros.mapping.options import MODES, MappingOptions, MemoryOptions, default_of
+from dsac_ros.mapping.options import INPUT_NORMALIZATIONS, MODES, MappingOptions, MemoryOptions, default_of
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,6 +56,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key-bytes", type=int, default=default_of(MemoryOptions, "subquantizers"), metavar="B",
                         help="memory maps: bytes per product-quantised key; 0 keeps dense float16 keys, "
                              "256 bytes each (default: %(default)s)")
+    parser.add_argument("--input-normalization", choices=INPUT_NORMALIZATIONS,
+                        default=default_of(MappingOptions, "input_normalization"),
+                        help="network input: fixed mean / std, or per_image (each image standardised by its own: "
+                             "for cameras with auto-exposure; default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's)")
     parser.add_argument("--seed", type=int, default=default_of(MappingOptions, "seed"),
                         help="random seed (default: %(default)s)")
@@ -122,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         options = MappingOptions(mode=args.mode, minutes=args.minutes, end_to_end=args.end_to_end, device=args.device,
                                  encoder_path=args.encoder, network=args.network, frame_stride=args.every,
-                                 input_height_px=args.input_height,
+                                 input_height_px=args.input_height, input_normalization=args.input_normalization,
                                  threads=args.threads, seed=args.seed, progress=not args.quiet, **changes)
         result = map_recording(Path(args.data), args.out, options, resume=args.resume,
                                recording=recording_options(args),

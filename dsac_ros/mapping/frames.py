@@ -195,7 +195,7 @@ def build_buffer(mapping: FrameRecordSet, validation: FrameRecordSet, encoder: E
         for frame_index in range(len(mapping)):
             with timer.measure("augment"):
                 view = make_view(mapping.gray[frame_index], mapping.image_sizes[frame_index],
-                                 None if pass_index == 0 else rng, options.augmentation)
+                                 None if pass_index == 0 else rng, options.augmentation, options.normalization)
             with timer.measure("encoder"):
                 features = encoder(view.tensor.to(device).contiguous(memory_format=torch.channels_last))
                 flat = features[0].reshape(features.shape[1], -1).T[torch.from_numpy(view.inside).to(device)]
@@ -224,7 +224,8 @@ def build_buffer(mapping: FrameRecordSet, validation: FrameRecordSet, encoder: E
     held_out = []
     for i in range(len(validation)):
         with timer.measure("validation"):
-            view = make_view(validation.gray[i], validation.image_sizes[i], None, options.augmentation)
+            view = make_view(validation.gray[i], validation.image_sizes[i], None, options.augmentation,
+                             options.normalization)
             features = encoder(view.tensor.to(device))
             flat = features[0].reshape(features.shape[1], -1).T.to(torch.float16).cpu()
             held_out.append((flat, view.pixels_xy, validation.intrinsics[i], validation.world_T_cam[i]))

@@ -60,7 +60,7 @@ from dsac_ros.mapping.options import Budget, MappingError, MappingOptions, split
 from dsac_ros.mapping.stages import StageContext, end_to_end_stage, fill_memory, full_training_stage, train_head_stage
 from dsac_ros.mapping.validation import format_validation, validate_head, validate_network
 from dsac_ros.mapping.views import make_view
-from dsac_ros.network import DEFAULT_NORMALIZATION, SceneCoordinateNetwork, build_head, network_config
+from dsac_ros.network import SceneCoordinateNetwork, build_head, network_config
 
 logger = logging.getLogger(__name__)
 
@@ -260,8 +260,8 @@ class MappingRun:
             raise MappingError("rgbd mode needs depth images, and the recording has none; use --mode rgb")
         if encoder_info["encoder"].startswith("random"):
             picks = range(0, len(mapping), max(1, len(mapping) // 8))
-            views = [make_view(mapping.gray[i], mapping.image_sizes[i], None, options.augmentation).tensor
-                     for i in picks]
+            views = [make_view(mapping.gray[i], mapping.image_sizes[i], None, options.augmentation,
+                               options.normalization).tensor for i in picks]
             same_size = [v for v in views if v.shape == views[0].shape]
             calibrate_random_encoder(encoder, torch.cat(same_size))
             encoder_info["encoder"] += ", unit-variance calibrated on mapping frames"
@@ -354,7 +354,7 @@ class MappingRun:
         training = self._training_record(encoder_info, budget, final)
         with self.timer.measure("save"):
             network.cpu().eval()
-            save_map(self.out_path, network, self.options.input_height_px, DEFAULT_NORMALIZATION, training)
+            save_map(self.out_path, network, self.options.input_height_px, self.options.normalization, training)
         training["timings_s"] = {k: round(v, 2) for k, v in self.timer.seconds.items()}
         self.log(f"map written to {self.out_path}: {json.dumps(final)}")
         return MappingResult(self.out_path, network, training)

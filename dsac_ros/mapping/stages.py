@@ -355,7 +355,7 @@ def full_training_stage(network: SceneCoordinateNetwork, mapping: FrameRecordSet
         step_start = time.perf_counter()
         index = int(sampler.next(1)[0])
         view = make_view(mapping.gray[index], mapping.image_sizes[index], None if end_to_end else rng,
-                         options.augmentation)
+                         options.augmentation, options.normalization)
         coords = network(view.tensor.to(device))[0].reshape(3, -1).T[torch.from_numpy(view.inside).to(device)]
         pixels = view.pixels_xy[view.inside]
         pose = mapping.world_T_cam[index]

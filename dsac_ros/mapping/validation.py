@@ -83,7 +83,8 @@ def validate_network(network: SceneCoordinateNetwork, validation: FrameRecordSet
     network.eval()
     with torch.no_grad():
         for seed, i in enumerate(picks):
-            view = make_view(validation.gray[i], validation.image_sizes[i], None, options.augmentation)
+            view = make_view(validation.gray[i], validation.image_sizes[i], None, options.augmentation,
+                             options.normalization)
             coords = network(view.tensor.to(device))[0].reshape(3, -1).T
             records.append(_validation_record(view.pixels_xy, coords, validation.intrinsics[i],
                                               validation.world_T_cam[i], 64, seed))

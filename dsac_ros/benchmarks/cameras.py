@@ -50,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the end-to-end stage too (on the wall-clock budget, so rows then depend on the "
                              "machine's load; without it a map is the scene memory alone, the same work every run)")
     parser.add_argument("--no-live", action="store_true", help="offline evaluation only")
+    parser.add_argument("--input-normalization", default="fixed", choices=("fixed", "per_image"),
+                        help="the maps' network input normalisation (MappingOptions.input_normalization)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default: {DEFAULT_OUT})")
 
@@ -82,7 +84,7 @@ def _pinhole_intrinsics(bag: Path):
 
 
 def run_row(scene: str, mode: str, row: str, minutes: float, device: str, live: bool, work: Path,
-            end_to_end: bool = False, log=print) -> dict[str, Any]:
+            end_to_end: bool = False, input_normalization: str = "fixed", log=print) -> dict[str, Any]:
     from dsac_ros.data import read_frames
     from dsac_ros.evaluation import compute_metrics, evaluate_frames
     from dsac_ros.localizer import Localizer
@@ -95,13 +97,15 @@ def run_row(scene: str, mode: str, row: str, minutes: float, device: str, live: 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         map_recording(read_frames(bags["mapping"], **read_options), map_path,
-                      MappingOptions(mode=mode, minutes=minutes, device=device, progress=False, end_to_end=end_to_end),
+                      MappingOptions(mode=mode, minutes=minutes, device=device, progress=False, end_to_end=end_to_end,
+                                     input_normalization=input_normalization),
                       log=lambda m: None)
     map_s = time.perf_counter() - started
     use_depth = mode == "rgbd"
     records = evaluate_frames(Localizer(map_path, device=device), read_frames(bags["test"], **read_options),
                               use_depth=use_depth, progress=False, seed_from_stamp=True)
-    result = {"scene": scene, "mode": mode, "row": row, "minutes": minutes, "map_seconds": map_s,
+    result = {"scene": scene, "mode": mode, "row": row, "input_normalization": input_normalization,
+              "minutes": minutes, "map_seconds": map_s,
               "offline": compute_metrics(records)}
     if live:
         from dsac_ros.ros.evaluate_live import evaluate_bag_live
@@ -116,12 +120,13 @@ def _fmt(value, digits: int = 1) -> str:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    header = (f"{'scene':<11} {'mode':<5} {'row':<19} {'offline 5cm/5d':>14} {'2cm/2d':>7} {'med cm':>7} "
+    header = (f"{'scene':<11} {'mode':<5} {'row':<31} {'offline 5cm/5d':>14} {'2cm/2d':>7} {'med cm':>7} "
               f"{'live 5cm/5d':>11} {'2cm/2d':>7} {'med cm':>7}")
     lines = [header, "-" * len(header)]
     for r in rows:
         off, live = r["offline"], r.get("live") or {}
-        lines.append(f"{r['scene']:<11} {r['mode']:<5} {r['row']:<19} {_fmt(off['pct_5cm_5deg']):>14} "
+        row = r["row"] + (" (per-image)" if r.get("input_normalization") == "per_image" else "")
+        lines.append(f"{r['scene']:<11} {r['mode']:<5} {row:<31} {_fmt(off['pct_5cm_5deg']):>14} "
                      f"{_fmt(off['pct_2cm_2deg']):>7} {_fmt(off['median_translation_cm']):>7} "
                      f"{_fmt(live.get('pct_5cm_5deg')):>11} {_fmt(live.get('pct_2cm_2deg')):>7} "
                      f"{_fmt(live.get('median_translation_cm')):>7}")
@@ -146,14 +151,18 @@ def run(args: argparse.Namespace) -> int:
                 if row not in ROWS:
                     raise SystemExit(f"unknown row {row!r}; choose from {', '.join(ROWS)}")
                 print(f"{scene} {mode} {row} ...", flush=True)
-                result = run_row(scene, mode, row, args.minutes, args.device, not args.no_live, work, args.end_to_end)
+                result = run_row(scene, mode, row, args.minutes, args.device, not args.no_live, work, args.end_to_end,
+                                 args.input_normalization)
                 result["end_to_end"] = args.end_to_end
-                rows = [r for r in rows if (r["scene"], r["mode"], r["row"]) != (scene, mode, row)] + [result]
+                key = (scene, mode, row, args.input_normalization)
+                rows = [r for r in rows if (r["scene"], r["mode"], r["row"], r.get("input_normalization", "fixed"))
+                        != key] + [result]
                 new_rows.append(result)
                 args.out.write_text(json.dumps({"rows": rows}, indent=2, default=str) + "\n")
                 print(format_table([result]).splitlines()[-1], flush=True)
     order = {name: index for index, name in enumerate(ROWS)}
-    print(format_table(sorted(rows, key=lambda r: (r["scene"], r["mode"], order[r["row"]]))))
+    print(format_table(sorted(rows, key=lambda r: (r["scene"], r["mode"], r.get("input_normalization", "fixed"),
+                                                   order[r["row"]]))))
     print(f"JSON: {args.out}")
     shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -16,8 +16,8 @@ from fixtures_maps import tiny_map_path  # noqa: F401 (fixture)
 pytestmark = pytest.mark.ros
 
 FRAMES = 400
-# Tiny-map frames take 10-30 ms in the node, so 20 Hz leaves room on a loaded 2-core machine;
-# the drops that still happen are counted, not failures.
+# At most 20 Hz, and each frame waits for the previous one's answer (lockstep), so what a frame
+# gets does not depend on the machine's load; bench/bench_soak.py measures drops at a fixed rate.
 RATE_HZ = 20.0
 # RSS after warm-up on a short run: allocator pools can still settle by a few MB; a leak of one
 # 160 x 120 frame per frame would be 23 MB over these 400 frames.
@@ -31,10 +31,10 @@ def soak_bag(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def clean_and_faulty(soak_bag, tiny_map_path):
-    options = SoakOptions(frames=FRAMES, rate_hz=RATE_HZ, warmup_frames=100)
+    options = SoakOptions(frames=FRAMES, rate_hz=RATE_HZ, warmup_frames=100, lockstep=True)
     clean = run_soak(soak_bag, tiny_map_path, options)
     faulty = run_soak(soak_bag, tiny_map_path, SoakOptions(frames=FRAMES, rate_hz=RATE_HZ, warmup_frames=100,
-                                                           fault_fraction=0.1, swap_every=150))
+                                                           fault_fraction=0.1, swap_every=150, lockstep=True))
     return clean, faulty
 
 
@@ -58,8 +58,8 @@ def test_the_node_survives_the_fault_mix_and_answers_every_fault_with_its_reason
     assert set(faults) == set(FAULT_REASONS)
     for kind, row in faults.items():
         assert row["published"] == 0, (kind, row)
-        # Frames can be dropped under load (newest wins), but those answered are all BAD_INPUT
-        # with the reason, and most are answered.
+        # Every answered fault is BAD_INPUT with its reason; in lockstep nearly all are answered
+        # (best-effort transport may still lose one).
         assert row["bad_input_with_reason"] == row["answered"], (kind, row)
         assert row["answered"] >= row["sent"] // 2, (kind, row)
 

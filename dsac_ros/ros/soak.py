@@ -67,6 +67,9 @@ class SoakOptions:
     min_inliers: int = 20
     camera_info_settle_s: float = 0.03
     answer_wait_s: float = 5.0  # after the last frame, for the statuses still in flight
+    # Send each frame only once the previous one was answered (or answer_wait_s passed): what a
+    # frame gets then depends on the frame, not on how busy the machine is (the test suite's soak).
+    lockstep: bool = False
     start_timeout_s: float = 120.0
 
 
@@ -339,9 +342,9 @@ def run_soak(bag_path, map_path, options: SoakOptions = SoakOptions(), progress=
             latest[stamp] = frame
             sent.append(frame)
             publishers[frames.image_topic].publish(image_out)
-            if camera_info_fault:
+            if camera_info_fault or options.lockstep:
                 # The bad CameraInfo must stay until this frame is answered (or given up on).
-                spin_until(lambda: frame.status is not None, 2.0)
+                spin_until(lambda: frame.status is not None, options.answer_wait_s if options.lockstep else 2.0)
             next_s += period_s
             spin_for(max(0.0, next_s - time.perf_counter()))
             if time.perf_counter() - next_s > 1.0:

@@ -40,9 +40,8 @@ class NodeIoMixin:
         self._status_timer = self.create_timer(1.0, self._on_status_timer)
 
     def _destroy_outputs(self) -> None:
-        for timer in (self._status_timer,):
-            if timer is not None:
-                self.destroy_timer(timer)
+        if self._status_timer is not None:
+            self.destroy_timer(self._status_timer)
         for publisher in (self._pose_pub, self._pose_cov_pub, self._status_pub, self._tf_pub, self._diagnostics_pub):
             if publisher is not None:
                 self.destroy_publisher(publisher)

@@ -221,7 +221,6 @@ def run_soak(bag_path, map_path, options: SoakOptions = SoakOptions(), progress=
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import CameraInfo, Image
 
-    from dsac_ros.geometry import pose_errors
     from dsac_ros.msg import LocalizationStatus
     from dsac_ros.ros.conversions import pose_to_matrix, stamp_to_ns
     from dsac_ros.ros.node import sensor_qos
@@ -363,7 +362,7 @@ def run_soak(bag_path, map_path, options: SoakOptions = SoakOptions(), progress=
         rss = _rss_mb(process.pid)
         if rss is not None:
             rss_samples.append((len(sent), rss))
-        result.update(_summarise(sent, frames.truth, rss_samples, swaps, statuses_other, options, maps, pose_errors))
+        result.update(_summarise(sent, frames.truth, rss_samples, swaps, statuses_other, options, maps))
         result["node_alive_at_end"] = alive
     finally:
         executor.shutdown()
@@ -385,7 +384,9 @@ def run_soak(bag_path, map_path, options: SoakOptions = SoakOptions(), progress=
     return result
 
 
-def _summarise(sent, truth, rss_samples, swaps, statuses_other, options, maps, pose_errors) -> dict[str, Any]:
+def _summarise(sent, truth, rss_samples, swaps, statuses_other, options, maps) -> dict[str, Any]:
+    from dsac_ros.geometry import pose_errors
+
     by_kind: dict[str, dict[str, Any]] = {}
     for frame in sent:
         row = by_kind.setdefault(frame.kind, {"sent": 0, "answered": 0, "published": 0, "states": {}})

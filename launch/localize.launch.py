@@ -42,6 +42,8 @@ def generate_launch_description():
         DeclareLaunchArgument("depth", default_value="/camera/depth/image_raw",
                               description="depth image topic (RGB-D mode)"),
         DeclareLaunchArgument("device", default_value="auto", description="auto, cpu, cuda or cuda:N"),
+        DeclareLaunchArgument("backend", default_value="auto",
+                              description="encoder runtime: auto (onnxruntime on the CPU, torch on CUDA), torch or onnxruntime"),
         DeclareLaunchArgument("log_level", default_value="info", description="ROS log level"),
         DeclareLaunchArgument("lifecycle", default_value="false",
                               description="run the lifecycle (managed) node: configure loads the map, activate starts it"),
@@ -60,6 +62,7 @@ def generate_launch_description():
             {
                 "map_path": LaunchConfiguration("map"),
                 "device": LaunchConfiguration("device"),
+                "backend": LaunchConfiguration("backend"),
                 "use_sim_time": LaunchConfiguration("use_sim_time"),
             },
         ],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import sys
 
 import numpy as np
 import pytest
@@ -594,3 +595,41 @@ def test_time_jump_back_resets_and_initialpose_seeds_map_to_odom(harness, tiny_f
     assert tf is not None
     check_below("map -> odom vs chained", pose_errors(transform_to_matrix(tf.transform), chained)[0], 1e-5)
     set_parameters(harness, "rgb", tf_mode="map_to_camera")
+
+
+def test_the_backend_is_a_parameter_and_auto_says_in_the_status_when_it_falls_back(harness, tiny_map_path,
+                                                                                   monkeypatch):
+    def node_statuses(node_ns, **extra):
+        node = LocalizerNode(context=harness.context, namespace=node_ns, parameter_overrides=[
+            Parameter("map_path", value=str(tiny_map_path)), Parameter("device", value="cpu"),
+            Parameter("image_timeout_s", value=0.3)] + [Parameter(k, value=v) for k, v in extra.items()])
+        harness.executor.add_node(node)
+        statuses = []
+        sub = harness.helper.create_subscription(LocalizationStatus, f"{node_ns}/localizer/status", statuses.append, 10)
+        return node, statuses, sub
+
+    def until_state(statuses, state, since=0):
+        assert harness.spin_until(lambda: any(s.state == state for s in statuses[since:]))
+        return next(s for s in statuses[since:] if s.state == state)
+
+    node, statuses, sub = node_statuses("/backend")
+    try:
+        assert until_state(statuses, LocalizationStatus.STATE_NO_IMAGE).backend == "onnxruntime"
+        rejected = node.set_parameters([Parameter("backend", value="tensorrt")])
+        assert not rejected[0].successful and "auto, torch, onnxruntime" in rejected[0].reason
+        # Without onnxruntime: an explicit request is NO_MODEL with the reason, the node stays up...
+        monkeypatch.setitem(sys.modules, "onnxruntime", None)
+        mark = len(statuses)
+        assert node.set_parameters([Parameter("backend", value="onnxruntime")])[0].successful
+        assert harness.spin_until(lambda: any(s.state == LocalizationStatus.STATE_NO_MODEL
+                                              and "onnxruntime is not installed" in s.reason for s in statuses[mark:]))
+        # ... and auto takes torch and says why.
+        mark = len(statuses)
+        assert node.set_parameters([Parameter("backend", value="auto")])[0].successful
+        fallback = until_state(statuses, LocalizationStatus.STATE_NO_IMAGE, mark)
+        assert fallback.backend.startswith("torch (auto: onnxruntime unavailable"), fallback.backend
+        assert "not installed" in fallback.backend
+    finally:
+        harness.helper.destroy_subscription(sub)
+        harness.executor.remove_node(node)
+        node.destroy_node()

@@ -25,7 +25,8 @@ IMPORT_TO_ROS_KEY = {
 }
 IMPORT_TO_PIP = {"torch": "torch", "rosbags": "rosbags", "skimage": "scikit-image",
                  "numpy": "numpy", "cv2": "opencv-python-headless", "yaml": "PyYAML",
-                 "matplotlib": "matplotlib", "tqdm": "tqdm", "scipy": "scipy", "faiss": "faiss-cpu"}
+                 "matplotlib": "matplotlib", "tqdm": "tqdm", "scipy": "scipy", "faiss": "faiss-cpu",
+                 "onnxruntime": "onnxruntime", "onnx": "onnx"}
 # Imported only by benchmarks or tests, declared in requirements-dev.txt.
 DEV_ONLY = {"poselib": "poselib", "pytest": "pytest"}
 

@@ -25,6 +25,9 @@ BENCHMARKS: dict[str, Benchmark] = {
                         "problems", module="dsac_ros.benchmarks.ransac",
                         make_args=("--json", "bench/results/ransac.json")),
     "localizer": Benchmark("localizer time per frame and accuracy on the standard maps"),
+    "frame": Benchmark("one 640x480 frame end to end (decode, prepare, encoder, lookup, DSAC, publish) per encoder "
+                       "backend side by side, and hopeless frames with and without a DSAC time budget",
+                       module="dsac_ros.benchmarks.frame"),
     "node": Benchmark("the localizer node over real DDS: latency and CPU share"),
     "mapping": Benchmark("map the standard synthetic scenes on a wall-clock budget and evaluate the maps",
                          module="dsac_ros.benchmarks.mapping"),

@@ -85,7 +85,8 @@ def default_localizer_factory(settings: node_params.NodeSettings):
     kwargs = {}
     if settings.input_height_px:
         kwargs["input_height_px"] = settings.input_height_px
-    return Localizer(settings.map_path, device=settings.device, ransac=settings.ransac_options(), **kwargs)
+    return Localizer(settings.map_path, device=settings.device, ransac=settings.ransac_options(),
+                     backend=settings.backend, **kwargs)
 
 
 class LocalizerCore(FrameInputMixin, StatusOutputMixin, TfOutputMixin, NodeIoMixin):
@@ -131,6 +132,7 @@ class LocalizerCore(FrameInputMixin, StatusOutputMixin, TfOutputMixin, NodeIoMix
                              "no map loaded yet" if load_at_start else "not configured (lifecycle state unconfigured)")
         self._model_attempt_s = -np.inf
         self._device_name = ""
+        self._backend_name = ""
         self._undistorter = Undistorter()
 
         self._broadcast: Optional[Broadcast] = None
@@ -169,6 +171,7 @@ class LocalizerCore(FrameInputMixin, StatusOutputMixin, TfOutputMixin, NodeIoMix
         self._model_loading = False
         self._model_error = reason
         self._device_name = ""
+        self._backend_name = ""
 
     def _log_started(self, settings) -> None:
         self.get_logger().info(
@@ -280,7 +283,7 @@ class LocalizerCore(FrameInputMixin, StatusOutputMixin, TfOutputMixin, NodeIoMix
                                         throttle_duration_sec=5.0)
 
     def _ensure_model(self, settings) -> None:
-        key = (settings.map_path, settings.device, settings.input_height_px)
+        key = (settings.map_path, settings.device, settings.backend, settings.input_height_px)
         if key == self._model_key and (self._localizer is not None
                                        or not time.monotonic() - self._model_attempt_s >= MAP_RETRY_S):
             return
@@ -315,8 +318,13 @@ class LocalizerCore(FrameInputMixin, StatusOutputMixin, TfOutputMixin, NodeIoMix
         self._localizer = localizer
         self._model_loading = False
         self._device_name = str(getattr(localizer, "device", settings.device))
+        runner = getattr(localizer, "encoder_runner", None)
+        self._backend_name = runner.describe() if runner is not None else ""
         self._model_error = ""
-        self.get_logger().info(f"map {settings.map_path} loaded on device {self._device_name}")
+        self.get_logger().info(f"map {settings.map_path} loaded on device {self._device_name}, "
+                               f"encoder backend {self._backend_name or 'n/a'}")
+        if runner is not None and runner.note:
+            self.get_logger().warning(f"backend {settings.backend}: {runner.note}")
 
     def _log_no_model(self) -> None:
         # One call site, so one throttle for every path that reports NO_MODEL. A map still loading

@@ -19,6 +19,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from dsac_ros.covariance import CovarianceFloor
 from dsac_ros.dsac import RansacOptions
 from dsac_ros.gate import GateSettings
+from dsac_ros.inference import BACKENDS
 
 TF_MODES = ("map_to_odom", "map_to_base", "map_to_camera")
 POSE_TARGETS = ("camera", "base")
@@ -60,6 +61,9 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
                   "a change reloads the map"),
     ParameterSpec("device", "auto", "compute device: auto (CUDA when available), cpu, cuda or cuda:N; "
                   "a change reloads the map"),
+    ParameterSpec("backend", "auto", "encoder inference runtime: auto (onnxruntime on the CPU, torch on CUDA; torch "
+                  "if onnxruntime cannot run, said in the log and ~/status backend), torch or onnxruntime; a change "
+                  "reloads the map", choices=BACKENDS),
     ParameterSpec("input_height_px", 0, "network input height in pixels (multiple of 8); 0 = the map's "
                   "training height", range=(0, 4096), read_only=True),
     ParameterSpec("retrieve_frames", 0, "memory maps: mapping frames searched per image; 0 = the map's own "
@@ -155,6 +159,7 @@ class NodeSettings:
 
     map_path: str
     device: str
+    backend: str
     input_height_px: int
     retrieve_frames: int
     ransac: RansacOptions  # from the ransac.* parameters (ParameterSpec.ransac_field)
@@ -179,7 +184,7 @@ class NodeSettings:
     def from_node(cls, node) -> "NodeSettings":
         v = {spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS}
         return cls(
-            map_path=v["map_path"], device=v["device"], input_height_px=v["input_height_px"],
+            map_path=v["map_path"], device=v["device"], backend=v["backend"], input_height_px=v["input_height_px"],
             retrieve_frames=v["retrieve_frames"], ransac=ransac_from_parameters(v),
             min_inliers=v["min_inliers"], min_inlier_ratio=v["min_inlier_ratio"],
             covariance_floor=CovarianceFloor(v["covariance_floor.position_m"], v["covariance_floor.rotation_deg"]),

@@ -31,6 +31,7 @@ class StatusOutputMixin:
         status.frames_dropped = self.frames_dropped
         status.frames_processed = self.frames_processed
         status.device = self._device_name
+        status.backend = self._backend_name
         status.map_path = settings.map_path
         return status
 
@@ -74,6 +75,7 @@ class StatusOutputMixin:
             "map_path": settings.map_path,
             "model": "loaded" if self._localizer is not None else self._model_error,
             "device": self._device_name,
+            "backend": self._backend_name,
             "tf_mode": settings.tf_mode,
             "tf_source": broadcast.source if broadcast is not None else "none",
             "tf_problem": self._tf_problem,

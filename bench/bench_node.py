@@ -73,6 +73,8 @@ def main() -> int:
     parser.add_argument("--rates", default="10,30", help="comma-separated input rates of the CPU runs, Hz")
     parser.add_argument("--scene", default=None, help="a standard scene (small_room, large_room): its test frames "
                                                       "and memory map")
+    parser.add_argument("--use-depth", action="store_true",
+                        help="RGB-D: publish each frame's depth (32FC1) before its image; the node runs with use_depth")
     parser.add_argument("--backend", default="auto", help="the node's encoder backend (auto, torch, onnxruntime)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
@@ -100,10 +102,11 @@ def main() -> int:
     for frame in frames:
         step, data = encode_image(frame.image_rgb, "rgb8")
         encoded.append((step, data))
+    depth_encoded = [encode_image(frame.depth_m.astype(np.float32), "32FC1") for frame in frames] if args.use_depth else []
 
     node_cmd = [sys.executable, "-c", "import sys; from dsac_ros.ros.node import main; sys.exit(main())",
                 "--ros-args", "-r", f"__ns:={NAMESPACE}", "-p", f"map_path:={map_path}", "-p", f"device:={args.device}",
-                "-p", f"backend:={args.backend}",
+                "-p", f"backend:={args.backend}", "-p", f"use_depth:={'true' if args.use_depth else 'false'}",
                 "-p", "tf_mode:=map_to_camera", "-p", "min_inliers:=20", "--log-level", "warn"]
     env = dict(os.environ, PYTHONPATH=f"{REPO}:{os.environ.get('PYTHONPATH', '')}")
     if args.fastdds_profile == "large":
@@ -129,6 +132,7 @@ def main() -> int:
                                lambda m: received_status.setdefault(stamp_to_ns(m.header.stamp),
                                                                     (time.perf_counter(), m)), reliable)
     image_pub = driver.create_publisher(Image, f"{NAMESPACE}/image", sensor_qos())
+    depth_pub = driver.create_publisher(Image, f"{NAMESPACE}/depth", sensor_qos())
     info_pub = driver.create_publisher(CameraInfo, f"{NAMESPACE}/camera_info", sensor_qos())
     info = CameraInfo(width=intrinsics.width_px, height=intrinsics.height_px, distortion_model="plumb_bob")
     info.k = [float(v) for v in intrinsics.K.reshape(9)]
@@ -141,6 +145,12 @@ def main() -> int:
         return condition()
 
     def image_msg(index: int, stamp_ns: int) -> Image:
+        if depth_encoded:  # the depth of a stamp goes first: the node pairs it with the image by stamp
+            step, data = depth_encoded[index % len(depth_encoded)]
+            depth = Image(encoding="32FC1", height=intrinsics.height_px, width=intrinsics.width_px, step=step)
+            depth.header.stamp, depth.header.frame_id = ns_to_stamp(stamp_ns), "camera_optical"
+            depth.data = data
+            depth_pub.publish(depth)
         step, data = encoded[index % len(encoded)]
         msg = Image(encoding="rgb8", height=intrinsics.height_px, width=intrinsics.width_px, step=step)
         msg.header.stamp, msg.header.frame_id = ns_to_stamp(stamp_ns), "camera_optical"
@@ -149,7 +159,8 @@ def main() -> int:
 
     result: dict = {}
     try:
-        if not spin_until(lambda: image_pub.get_subscription_count() > 0 and info_pub.get_subscription_count() > 0, 60):
+        if not spin_until(lambda: image_pub.get_subscription_count() > 0 and info_pub.get_subscription_count() > 0
+                          and (not args.use_depth or depth_pub.get_subscription_count() > 0), 60):
             raise RuntimeError("the node's subscriptions did not appear")
         stamp_ns = 1_000 * 1_000_000_000
 
@@ -231,6 +242,7 @@ def main() -> int:
             "device": args.device,
             "backend": last_backend,
             "scene": args.scene or "tiny",
+            "use_depth": bool(args.use_depth),
             "map": str(map_path),
             "frames_sent": args.frames,
             "latency_publish_to_pose_ms": stats(pose_latency_ms),

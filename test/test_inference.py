@@ -124,3 +124,20 @@ def test_the_faiss_lookup_finds_the_torch_lookups_keys():
             assert bool(mask[found].all())
     assert bool((nearest_keys(queries, keys, torch.zeros(2000, dtype=torch.bool)) == 0).all())
     assert np.array_equal(nearest_keys(keys[:5], keys).numpy(), np.arange(5))
+
+
+def test_the_time_budget_ends_a_hopeless_frame_as_lost_through_the_localizer(map_path, fitted_frames):
+    """A frame of noise has no pose; with a DSAC budget already spent it answers LOST with the
+    budget as its reason (the node publishes that status and takes the next frame)."""
+    from dsac_ros.status import Status
+
+    frame = fitted_frames[0]
+    noise = np.random.default_rng(0).integers(0, 256, frame.image_rgb.shape, dtype=np.uint8)
+    localizer = Localizer(map_path, device="cpu", ransac=TINY_RANSAC)
+    capped = localizer.localize(noise, frame.intrinsics, seed=1,
+                                ransac=RansacOptions(inlier_threshold_px=4.0, time_budget_ms=1e-6))
+    assert capped.status == Status.LOST and capped.reason == "time_budget_exceeded"
+    assert capped.world_T_cam is None and capped.covariance_6x6 is None
+    # The cap is per call: the next frame with the localizer's own options localises.
+    good = localizer.localize(frame.image_rgb, frame.intrinsics, seed=1)
+    assert good.success, good.reason

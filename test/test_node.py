@@ -9,12 +9,13 @@ Waits are bounded by timeouts; nothing asserts on time.
 from __future__ import annotations
 
 import dataclasses
-import threading
 import sys
+import threading
 
 import numpy as np
 import pytest
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped, TransformStamped
 from rcl_interfaces.srv import SetParameters
@@ -629,6 +630,14 @@ def test_the_backend_is_a_parameter_and_auto_says_in_the_status_when_it_falls_ba
         fallback = until_state(statuses, LocalizationStatus.STATE_NO_IMAGE, mark)
         assert fallback.backend.startswith("torch (auto: onnxruntime unavailable"), fallback.backend
         assert "not installed" in fallback.backend
+        if not torch.cuda.is_available():  # device cuda without a GPU: a clear NO_MODEL, the node stays up
+            mark = len(statuses)
+            assert node.set_parameters([Parameter("device", value="cuda")])[0].successful
+            assert harness.spin_until(lambda: any(s.state == LocalizationStatus.STATE_NO_MODEL
+                                                  and "'cuda' requested but" in s.reason for s in statuses[mark:]))
+            mark = len(statuses)
+            assert node.set_parameters([Parameter("device", value="cpu")])[0].successful
+            assert until_state(statuses, LocalizationStatus.STATE_NO_IMAGE, mark).device == "cpu"
     finally:
         harness.helper.destroy_subscription(sub)
         harness.executor.remove_node(node)

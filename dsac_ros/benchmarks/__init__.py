@@ -25,6 +25,9 @@ BENCHMARKS: dict[str, Benchmark] = {
                         "problems", module="dsac_ros.benchmarks.ransac",
                         make_args=("--json", "bench/results/ransac.json")),
     "localizer": Benchmark("localizer time per frame and accuracy on the standard maps"),
+    "classical": Benchmark("the classical baseline: SIFT (OpenCV) + bag-of-words retrieval + ratio-test matching + "
+                           "PoseLib LO-RANSAC, rgbd (depth-lifted) and rgb (triangulated), on the standard scenes",
+                           module="dsac_ros.benchmarks.classical"),
     "frame": Benchmark("one 640x480 frame end to end (decode, prepare, encoder, lookup, DSAC, publish) per encoder "
                        "backend side by side, and hopeless frames with and without a DSAC time budget",
                        module="dsac_ros.benchmarks.frame"),

@@ -53,21 +53,21 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("DSAC_ROS_CACHE", REPO_ROOT / ".cache"))
 
 
-def scene_map(scene: str, device: str, log=print) -> Path:
-    """The scene's rgbd memory map (no end-to-end stage: the same work on any load), made once."""
+def scene_map(scene: str, device: str, log=print, mode: str = "rgbd") -> Path:
+    """The scene's memory map for ``mode`` (no end-to-end stage: the same work on any load), made once."""
     from dsac_ros.benchmarks.cameras import scene_bags
     from dsac_ros.data import read_frames
     from dsac_ros.mapping import MappingOptions, map_recording
 
-    path = _cache_dir() / "bench_frame" / f"{scene}_rgbd.pt"
+    path = _cache_dir() / "bench_frame" / f"{scene}_{mode}.pt"
     if not path.exists():
-        log(f"mapping {scene} (rgbd, scene memory) into {path} (once)")
+        log(f"mapping {scene} ({mode}, scene memory) into {path} (once)")
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial.pt")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             map_recording(read_frames(scene_bags(scene, log)["mapping"]), partial,
-                          MappingOptions(mode="rgbd", device=device, progress=False, end_to_end=False),
+                          MappingOptions(mode=mode, device=device, progress=False, end_to_end=False),
                           log=lambda message: None)
         os.replace(partial, path)
     return path

@@ -184,6 +184,9 @@ def main() -> int:
             raise RuntimeError("the node never localised a warm-up frame")
 
         pose_latency_ms, status_latency_ms, node_total_ms, network_ms, ransac_ms = [], [], [], [], []
+        # Both processes' CPU over the latency part: the two share the machine's cores.
+        latency_cpu_before = (process_cpu_seconds(node_process.pid), process_cpu_seconds(os.getpid()))
+        latency_wall_start = time.perf_counter()
         for index in range(args.frames):
             stamp = next_stamp()
             msg = image_msg(index, stamp)
@@ -201,6 +204,11 @@ def main() -> int:
             if stamp in received_pose:
                 pose_latency_ms.append((received_pose[stamp] - sent) * 1e3)
 
+        latency_wall_s = time.perf_counter() - latency_wall_start
+        latency_cpu = {"node_percent_of_one_core": 100.0 * (process_cpu_seconds(node_process.pid)
+                                                             - latency_cpu_before[0]) / latency_wall_s,
+                       "driver_percent_of_one_core": 100.0 * (process_cpu_seconds(os.getpid())
+                                                               - latency_cpu_before[1]) / latency_wall_s}
         # CPU share at steady input rates.
         cpu_runs = []
         last_backend = ""
@@ -252,6 +260,7 @@ def main() -> int:
             "node_ransac_ms": stats(ransac_ms),
             "fastdds_profile": str(args.fastdds_profile),
             "load_average_1min": os.getloadavg()[0],
+            "latency_run_cpu": latency_cpu,
             "cpu_runs": cpu_runs,
         }
     finally:
@@ -277,6 +286,8 @@ def main() -> int:
                        ("node_ransac_ms", "  of which ransac")):
         row = result[key]
         print(f"{label:<36}{fmt(row['median']):>10}{fmt(row['p95']):>10}{row['count']:>6}")
+    print(f"during the latency frames: node CPU {result['latency_run_cpu']['node_percent_of_one_core']:.0f}%, "
+          f"this driver {result['latency_run_cpu']['driver_percent_of_one_core']:.0f}% of one core")
     for cpu in result["cpu_runs"]:
         print(f"{cpu['input_rate_hz']:g} Hz input for {cpu['seconds']:.1f} s: node CPU "
               f"{cpu['node_cpu_percent_of_one_core']:.0f}% of one core ({cpu['cpu_cores']} cores), "

@@ -15,11 +15,10 @@ Backends:
 
 Measured on this project's 2-core AMD CPU (``dsac-ros bench frame``, 640 x 480 frames at 240 px
 input): the encoder in 17.7-19.2 ms with ONNX Runtime against 24.3-29.6 ms eager, the whole
-frame 7-11 ms faster offline. In the node process (bench/bench_node.py) the gain did not show:
-small_room 105.5 against 97.8 ms publish -> pose, large_room 120.2 against 121.5 ms; the cause
-is not found (``backend:=torch`` is the choice there until it is). ONNX Runtime's idle threads
-must not spin: they would take the cores from the lookup and DSAC that follow (measured: lookup
-36 -> 73 ms).
+frame 7-11 ms faster offline. In the node process (bench/bench_node.py) run-to-run drift of
+this machine (80-105 ms publish -> pose for either backend on small_room) hid any difference.
+ONNX Runtime's idle threads must not spin: they would take the cores from the lookup and DSAC
+that follow (measured: lookup 36 -> 73 ms).
 
 The scene head (memory lookup or MLP) stays in torch: it is a retrieval and one matrix product
 (``dsac_ros.memory_head.nearest_keys``), not a graph ONNX Runtime speeds up.

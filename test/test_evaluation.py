@@ -137,3 +137,19 @@ def test_record_from_a_localizer_result():
     records = [FrameRecord.from_result(ok, gt, 0), FrameRecord.from_result(lost, gt, 1)]
     assert records[0].errors() == (0.0, 0.0) and records[0].inlier_count == 300
     assert records[1].status == "LOST" and records[1].errors()[0] == float("inf")
+
+
+def test_the_camera_benchmarks_per_frame_pairs_match_offline_and_live_by_stamp():
+    from dsac_ros.benchmarks.cameras import per_frame_pairs
+
+    truth = np.eye(4)
+    moved = np.eye(4)
+    moved[0, 3] = 0.03
+    offline = [FrameRecord(10, moved, truth, name="a", inlier_count=40), FrameRecord(20, None, truth, name="b")]
+    live = [FrameRecord(20, truth, truth, name="b", inlier_count=55)]
+    pairs = per_frame_pairs(offline, live)
+    assert [p["stamp_ns"] for p in pairs] == [10, 20]
+    assert pairs[0]["live"] is None and pairs[0]["offline"]["error_cm"] == pytest.approx(3.0)
+    assert pairs[0]["offline"]["inliers"] == 40
+    assert pairs[1]["offline"]["status"] == "LOST" and pairs[1]["offline"]["error_cm"] is None
+    assert pairs[1]["live"]["status"] == "OK" and pairs[1]["live"]["error_cm"] == pytest.approx(0.0)

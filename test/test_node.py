@@ -600,44 +600,41 @@ def test_time_jump_back_resets_and_initialpose_seeds_map_to_odom(harness, tiny_f
 
 def test_the_backend_is_a_parameter_and_auto_says_in_the_status_when_it_falls_back(harness, tiny_map_path,
                                                                                    monkeypatch):
-    def node_statuses(node_ns, **extra):
-        node = LocalizerNode(context=harness.context, namespace=node_ns, parameter_overrides=[
-            Parameter("map_path", value=str(tiny_map_path)), Parameter("device", value="cpu"),
-            Parameter("image_timeout_s", value=0.3)] + [Parameter(k, value=v) for k, v in extra.items()])
-        harness.executor.add_node(node)
-        statuses = []
-        sub = harness.helper.create_subscription(LocalizationStatus, f"{node_ns}/localizer/status", statuses.append, 10)
-        return node, statuses, sub
+    node = LocalizerNode(context=harness.context, namespace="/backend", parameter_overrides=[
+        Parameter("map_path", value=str(tiny_map_path)), Parameter("device", value="cpu"),
+        Parameter("image_timeout_s", value=0.3)])
+    harness.executor.add_node(node)
+    statuses = []
+    sub = harness.helper.create_subscription(LocalizationStatus, "/backend/localizer/status", statuses.append, 10)
 
-    def until_state(statuses, state, since=0):
-        assert harness.spin_until(lambda: any(s.state == state for s in statuses[since:]))
-        return next(s for s in statuses[since:] if s.state == state)
+    def first(state, since=0, reason_part=""):
+        """The first status from index ``since`` on in ``state`` whose reason holds reason_part."""
+        def find():
+            return next((s for s in statuses[since:] if s.state == state and reason_part in s.reason), None)
 
-    node, statuses, sub = node_statuses("/backend")
+        assert harness.spin_until(lambda: find() is not None)
+        return find()
+
+    def change(name, value, state, reason_part=""):
+        """Set one parameter (accepted), then the first status after it as ``first`` finds it."""
+        mark = len(statuses)
+        assert node.set_parameters([Parameter(name, value=value)])[0].successful
+        return first(state, mark, reason_part)
+
     try:
-        assert until_state(statuses, LocalizationStatus.STATE_NO_IMAGE).backend == "onnxruntime"
+        assert first(LocalizationStatus.STATE_NO_IMAGE).backend == "onnxruntime"
         rejected = node.set_parameters([Parameter("backend", value="tensorrt")])
         assert not rejected[0].successful and "auto, torch, onnxruntime" in rejected[0].reason
         # Without onnxruntime: an explicit request is NO_MODEL with the reason, the node stays up...
         monkeypatch.setitem(sys.modules, "onnxruntime", None)
-        mark = len(statuses)
-        assert node.set_parameters([Parameter("backend", value="onnxruntime")])[0].successful
-        assert harness.spin_until(lambda: any(s.state == LocalizationStatus.STATE_NO_MODEL
-                                              and "onnxruntime is not installed" in s.reason for s in statuses[mark:]))
+        change("backend", "onnxruntime", LocalizationStatus.STATE_NO_MODEL, "onnxruntime is not installed")
         # ... and auto takes torch and says why.
-        mark = len(statuses)
-        assert node.set_parameters([Parameter("backend", value="auto")])[0].successful
-        fallback = until_state(statuses, LocalizationStatus.STATE_NO_IMAGE, mark)
+        fallback = change("backend", "auto", LocalizationStatus.STATE_NO_IMAGE)
         assert fallback.backend.startswith("torch (auto: onnxruntime unavailable"), fallback.backend
         assert "not installed" in fallback.backend
         if not torch.cuda.is_available():  # device cuda without a GPU: a clear NO_MODEL, the node stays up
-            mark = len(statuses)
-            assert node.set_parameters([Parameter("device", value="cuda")])[0].successful
-            assert harness.spin_until(lambda: any(s.state == LocalizationStatus.STATE_NO_MODEL
-                                                  and "'cuda' requested but" in s.reason for s in statuses[mark:]))
-            mark = len(statuses)
-            assert node.set_parameters([Parameter("device", value="cpu")])[0].successful
-            assert until_state(statuses, LocalizationStatus.STATE_NO_IMAGE, mark).device == "cpu"
+            change("device", "cuda", LocalizationStatus.STATE_NO_MODEL, "'cuda' requested but")
+            assert change("device", "cpu", LocalizationStatus.STATE_NO_IMAGE).device == "cpu"
     finally:
         harness.helper.destroy_subscription(sub)
         harness.executor.remove_node(node)

@@ -55,7 +55,7 @@ class EncoderRunner:
     name: the backend that runs ("torch" or "onnxruntime"); requested: what the caller asked for;
     note: why "auto" chose ``name`` when that is not its first choice, else ''."""
 
-    name = "torch"
+    name = ""  # set by each runner class
 
     def __init__(self, requested: str, note: str = "") -> None:
         self.requested, self.note = requested, note
@@ -83,8 +83,8 @@ class TorchEncoderRunner(EncoderRunner):
 class OnnxRuntimeEncoderRunner(EncoderRunner):
     name = "onnxruntime"
 
-    def __init__(self, session, device: torch.device, requested: str = "onnxruntime", note: str = "") -> None:
-        super().__init__(requested, note)
+    def __init__(self, session, device: torch.device, requested: str = "onnxruntime") -> None:
+        super().__init__(requested)
         self.session, self.device = session, device
         self._input = session.get_inputs()[0].name
         # An InferenceSession's run is thread-safe, but one frame at a time keeps its two threads

@@ -115,6 +115,13 @@ def test_evaluate_verb_refuses_a_bad_map_with_its_reason(tmp_path, fitted_frames
     assert "truncated" in capsys.readouterr().err
 
 
+def test_evaluate_verb_refuses_an_unknown_backend_with_the_choices(map_path, tmp_path, fitted_frames, capsys):
+    data = tmp_path / "recording"
+    write_folder(fitted_frames[:1], data)
+    assert cli_main(["evaluate", str(data), "--map", str(map_path), "--backend", "tensorrt", "--quiet"]) == 2
+    assert "unknown backend 'tensorrt'; choose from auto, torch, onnxruntime" in capsys.readouterr().err
+
+
 def test_same_seed_same_pose(localizer, fitted_frames):
     frame = fitted_frames[1]
     first = localizer.localize(frame.image_rgb, frame.intrinsics, seed=11)

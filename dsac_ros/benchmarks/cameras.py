@@ -50,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the end-to-end stage too (on the wall-clock budget, so rows then depend on the "
                              "machine's load; without it a map is the scene memory alone, the same work every run)")
     parser.add_argument("--no-live", action="store_true", help="offline evaluation only")
-    parser.add_argument("--input-normalization", default="fixed", choices=("fixed", "per_image"),
+    from dsac_ros.mapping.options import INPUT_NORMALIZATIONS
+
+    parser.add_argument("--input-normalization", default="fixed", choices=INPUT_NORMALIZATIONS,
                         help="the maps' network input normalisation (MappingOptions.input_normalization)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--per-frame", type=Path, default=None, metavar="DIR",
@@ -87,7 +89,9 @@ def _pinhole_intrinsics(bag: Path):
 
 
 def run_row(scene: str, mode: str, row: str, minutes: float, device: str, live: bool, work: Path,
-            end_to_end: bool = False, input_normalization: str = "fixed", log=print) -> dict[str, Any]:
+            end_to_end: bool = False, input_normalization: str = "fixed", log=print
+            ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(the row's metrics, its per-frame offline / live pairs: ``per_frame_pairs``)."""
     from dsac_ros.data import read_frames
     from dsac_ros.evaluation import compute_metrics, evaluate_frames
     from dsac_ros.gate import GateSettings
@@ -119,10 +123,7 @@ def run_row(scene: str, mode: str, row: str, minutes: float, device: str, live: 
 
         run = evaluate_bag_live(bags["test"], map_path, device=device, use_depth=use_depth)
         result["live"] = compute_metrics(run.records) | run.live_metrics()
-        result["_per_frame"] = per_frame_pairs(records, run.records)
-    else:
-        result["_per_frame"] = per_frame_pairs(records, [])
-    return result
+    return result, per_frame_pairs(records, run.records if live else [])
 
 
 def per_frame_pairs(offline: list, live: list) -> list[dict[str, Any]]:
@@ -176,13 +177,13 @@ def run(args: argparse.Namespace) -> int:
                 if row not in ROWS:
                     raise SystemExit(f"unknown row {row!r}; choose from {', '.join(ROWS)}")
                 print(f"{scene} {mode} {row} ...", flush=True)
-                result = run_row(scene, mode, row, args.minutes, args.device, not args.no_live, work, args.end_to_end,
-                                 args.input_normalization)
+                result, per_frame = run_row(scene, mode, row, args.minutes, args.device, not args.no_live, work,
+                                            args.end_to_end, args.input_normalization)
                 result["end_to_end"] = args.end_to_end
-                per_frame = result.pop("_per_frame")
                 if args.per_frame is not None:
                     args.per_frame.mkdir(parents=True, exist_ok=True)
-                    name = f"{scene}_{mode}_{row.replace(' ', '_')}.json"
+                    suffix = "_per_image" if args.input_normalization == "per_image" else ""
+                    name = f"{scene}_{mode}_{row.replace(' ', '_')}{suffix}.json"
                     (args.per_frame / name).write_text(json.dumps(per_frame, indent=1) + "\n")
                 key = (scene, mode, row, args.input_normalization)
                 rows = [r for r in rows if (r["scene"], r["mode"], r["row"], r.get("input_normalization", "fixed"))

@@ -101,14 +101,15 @@ def _triangulate_rgb(frames: Sequence, features: list[tuple[np.ndarray, np.ndarr
     positions = np.array([f.world_T_cam[:3, 3] for f in frames])
     distance = np.linalg.norm(positions - positions[index], axis=1)
     distance[index] = np.inf
-    best = np.full(len(keypoints), np.nan), np.full((len(keypoints), 3), np.nan)
+    found = np.zeros(len(keypoints), dtype=bool)
+    points_world = np.full((len(keypoints), 3), np.nan)
     for partner in np.argsort(distance)[:partners]:
         other = frames[partner]
         baseline_m = float(distance[partner])
         if baseline_m < 0.02:
             continue
         q, k = _ratio_matches(descriptors, features[partner][1])
-        todo = np.isnan(best[0][q])
+        todo = ~found[q]
         q, k = q[todo], k[todo]
         if len(q) == 0:
             continue
@@ -123,10 +124,9 @@ def _triangulate_rgb(frames: Sequence, features: list[tuple[np.ndarray, np.ndarr
                 projected = (view.intrinsics.K @ cam.T).T
                 projected = projected[:, :2] / projected[:, 2:3]
             ok &= (cam[:, 2] > 0.05) & (np.linalg.norm(projected - pixels, axis=1) < max_error_px)
-        best[0][q[ok]] = 1.0
-        best[1][q[ok]] = world[ok]
-    valid = ~np.isnan(best[0])
-    return valid, best[1][valid]
+        found[q[ok]] = True
+        points_world[q[ok]] = world[ok]
+    return found, points_world[found]
 
 
 def build_map(frames: Sequence, mode: str = "rgbd", partners: int = 4, seed: int = 0) -> ClassicalMap:
@@ -148,7 +148,7 @@ def build_map(frames: Sequence, mode: str = "rgbd", partners: int = 4, seed: int
     kmeans.train(np.ascontiguousarray(sample))
     result.vocabulary = kmeans.centroids
     words = [_words(result.vocabulary, d) for _, d in features]
-    document_frequency = np.array([sum(w in set(ws) for ws in words) for w in range(VOCABULARY_WORDS)])
+    document_frequency = sum(np.bincount(np.unique(ws), minlength=VOCABULARY_WORDS) for ws in words)
     result.idf = np.log(len(frames) / np.maximum(document_frequency, 1)).astype(np.float32)
     result.histograms = np.stack([_histogram(ws, result.idf) for ws in words])
     return result

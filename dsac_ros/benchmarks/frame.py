@@ -27,6 +27,7 @@ import platform
 import re
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -179,16 +180,14 @@ def run_scene(scene: str, other_scene: str, backends: list[str], args, log=print
 
     # Hopeless frames: the other scene's test frames against this map.
     lost_rows = []
-    from dataclasses import replace
-
     lost_frames = list(read_frames(scene_bags(other_scene, log)["test"]))[: args.lost_frames]
+    lost_messages = [FramePipeline.messages(frame) for frame in lost_frames]
     for budget_ms in (0.0, float(args.time_budget_ms)):
         for backend, pipeline in pipelines.items():
             options = replace(pipeline.localizer.ransac, time_budget_ms=budget_ms)
             totals, ransac_ms, published, reasons = [], [], 0, {}
             lost_stage_ms: dict[str, list[float]] = {stage: [] for stage in STAGES}
-            for frame in lost_frames:
-                image_msg, depth_msg = FramePipeline.messages(frame)
+            for frame, (image_msg, depth_msg) in zip(lost_frames, lost_messages):
                 result, stages = pipeline.run(image_msg, depth_msg, frame.intrinsics,
                                               seed=stamp_seed(frame.stamp_ns), ransac=options)
                 totals.append(stages["total"])

@@ -25,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", metavar="DIR", default=None,
                         help="write metrics.json, per_frame.csv, est.txt/gt.txt (TUM) and PNG plots here")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: auto)")
-    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "onnxruntime"),
-                        help="encoder runtime (dsac_ros.inference; default: auto, onnxruntime on the CPU)")
+    # Checked by the Localizer (dsac_ros.inference.BACKENDS), which names the choices when refusing.
+    parser.add_argument("--backend", default="auto",
+                        help="encoder runtime: auto, torch or onnxruntime (default: auto, onnxruntime on the CPU)")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
                         help="CPU threads for torch (default: torch's choice; 1 is often faster on a busy machine)")
     parser.add_argument("--hypotheses", type=int, default=None, help="RANSAC hypotheses (default: the core's, 64)")
@@ -104,13 +105,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"dsac-ros evaluate: no frames in {data_path}", file=sys.stderr)
         return 1
     metrics = compute_metrics(records)
-    title = f"{data_path.name} with {Path(args.map).name} on {localizer.device_name}, {localizer.encoder_runner.describe()}"
+    backend = localizer.encoder_runner.describe()
+    title = f"{data_path.name} with {Path(args.map).name} on {localizer.device_name}, {backend}"
     print(format_metrics_table(metrics, title))
     if metrics["frames"] == 0:
         print("dsac-ros evaluate: no frame has a ground-truth pose; nothing was scored", file=sys.stderr)
     if args.report:
         run_info = {"data": str(data_path), "map": str(args.map), "device": localizer.device_name,
-                    "backend": localizer.encoder_runner.describe(),
+                    "backend": backend,
                     "threads": torch.get_num_threads(),
                     "use_depth": bool(args.use_depth), "every": args.every,
                     "seed": "from stamp" if args.seed_from_stamp else args.seed,

@@ -8,7 +8,8 @@ import pytest
 from dsac_ros.data.scenes import get_scene
 from dsac_ros.geometry import pose_errors
 
-pytest.importorskip("poselib")  # a dev dependency (requirements-dev.txt), as for the benchmark
+# poselib is a dev dependency (requirements-dev.txt, installed by make setup): a missing one fails
+# here, as in test_benchmarks_ransac, instead of skipping.
 
 
 @pytest.fixture(scope="module")

@@ -126,6 +126,10 @@ class CompactMemoryHead(nn.Module):
         offsets = self.values[nearest]
         return (offsets, nearest) if return_index else offsets
 
+    def matched_keys(self, index: torch.Tensor) -> torch.Tensor:
+        """(M,) entry rows from ``lookup(..., return_index=True)`` -> (M, C) float32 decoded keys."""
+        return self.decode(index)
+
     def forward(self, features: torch.Tensor, retrieve_frames: Optional[int] = None) -> torch.Tensor:
         return lookup_grid(self, features, retrieve_frames)
 

@@ -25,12 +25,14 @@ import torch
 
 from dsac_ros.camera import Intrinsics
 from dsac_ros.covariance import CovarianceFloor, apply_floor
+from dsac_ros.depth_alignment import DepthAlignment, DepthAlignmentOptions, align_to_depth
 from dsac_ros.device import describe_device, resolve_device
 from dsac_ros.dsac import RansacOptions, estimate_pose
 from dsac_ros.inference import make_encoder_runner
 from dsac_ros.mapfile import SceneMap, load_map
 from dsac_ros.network import OUTPUT_STRIDE, backproject_depth_at, prepare_input
 from dsac_ros.status import Status
+from dsac_ros.subcell import subcell_offsets
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,8 @@ class LocalizationResult:
     timings_ms: "network" (= "prepare" (grey, resize, normalise) + "encoder" + "lookup" (the scene
     head)), "ransac", "total"; ransac_timings_ms: the core's own split (sampling, scoring,
     refinement, total); device: where the network ran; backend: which runtime ran the encoder.
+    depth_alignment: RGB-D frames, the point-to-plane alignment of the map's points to the frame's
+    depth after DSAC (``dsac_ros.depth_alignment``; timings_ms "alignment"), None without depth.
     """
 
     success: bool
@@ -65,6 +69,7 @@ class LocalizationResult:
     device: str = ""
     ransac_timings_ms: dict[str, float] = field(default_factory=dict)
     backend: str = ""
+    depth_alignment: Optional[DepthAlignment] = None
 
 
 class Localizer:
@@ -82,13 +87,18 @@ class Localizer:
     machine one thread avoids threads spin-waiting on each other (see bench/bench_localizer.py).
     backend: who runs the encoder, auto | torch | onnxruntime (``dsac_ros.inference``; BackendError
     if an explicit one cannot run here; ``backend_note`` says why auto chose what it did).
+    depth_alignment: the default ``DepthAlignmentOptions`` of RGB-D frames (enabled: DSAC's pose is
+    refined against the frame's depth, beyond the cell grid's precision). subcell: memory maps, each
+    correspondence's pixel moved to where its matched key peaks in the query's cell grid
+    (``dsac_ros.subcell``) instead of the cell centre.
     Raises MapFileError for a bad map; data problems of a frame never raise.
     """
 
     def __init__(self, scene_map: str | Path | SceneMap, device: str | torch.device = "auto",
                  ransac: RansacOptions | None = None, input_height_px: int | None = None,
                  num_threads: int | None = None, retrieve_frames: int | None = None,
-                 covariance_floor: CovarianceFloor = CovarianceFloor(), backend: str = "auto") -> None:
+                 covariance_floor: CovarianceFloor = CovarianceFloor(), backend: str = "auto",
+                 depth_alignment: DepthAlignmentOptions = DepthAlignmentOptions(), subcell: bool = True) -> None:
         self.map = scene_map if isinstance(scene_map, SceneMap) else load_map(scene_map)
         if num_threads is not None:
             if int(num_threads) < 1:
@@ -109,6 +119,8 @@ class Localizer:
         self.ransac = ransac if ransac is not None else RansacOptions()
         self.retrieve_frames = self._checked_retrieve_frames(retrieve_frames)
         self.covariance_floor = self._checked_floor(covariance_floor)
+        self.depth_alignment = self._checked_alignment(depth_alignment)
+        self.subcell = bool(subcell)
         # Calibration of the inlier-residual covariance, fitted when the map was made on held-out
         # frames (dsac_ros.evaluation.covariance_scale); maps without one keep the raw covariance.
         validation = self.map.training.get("validation") or {}
@@ -155,6 +167,12 @@ class Localizer:
         return floor
 
     @staticmethod
+    def _checked_alignment(options: DepthAlignmentOptions) -> DepthAlignmentOptions:
+        if not isinstance(options, DepthAlignmentOptions):
+            raise TypeError(f"depth_alignment must be DepthAlignmentOptions, got {type(options).__name__}")
+        return options
+
+    @staticmethod
     def _checked_ransac(options: RansacOptions) -> RansacOptions:
         if not isinstance(options, RansacOptions):
             raise TypeError(f"ransac must be RansacOptions, got {type(options).__name__}")
@@ -165,18 +183,20 @@ class Localizer:
 
     # --- prediction ---------------------------------------------------------------------------
 
-    def predict(self, image_rgb: np.ndarray, retrieve_frames: Optional[int] = None
+    def predict(self, image_rgb: np.ndarray, retrieve_frames: Optional[int] = None, subcell: Optional[bool] = None
                 ) -> tuple[torch.Tensor, np.ndarray, tuple[int, int]]:
         """Scene coordinates of an image (no input checks; see ``localize``).
 
         Returns coords_world (N, 3) float32 on the localizer's device, pixels_xy (N, 2) float64
-        cell centres in the image's pixels (row-major over cells), and the grid (cells_h, cells_w).
-        retrieve_frames: memory maps, frames searched (None: the localizer's default, else the map's).
+        image pixels of the correspondences (row-major over cells: the cell centres, moved within
+        their cell by the sub-cell step), and the grid (cells_h, cells_w).
+        retrieve_frames: memory maps, frames searched (None: the localizer's default, else the map's);
+        subcell: memory maps, the sub-cell step (None: the localizer's).
         """
-        coords, pixels_xy, grid_hw, _ = self._predict_timed(image_rgb, retrieve_frames)
+        coords, pixels_xy, grid_hw, _ = self._predict_timed(image_rgb, retrieve_frames, subcell)
         return coords, pixels_xy, grid_hw
 
-    def _predict_timed(self, image_rgb: np.ndarray, retrieve_frames: Optional[int]
+    def _predict_timed(self, image_rgb: np.ndarray, retrieve_frames: Optional[int], subcell: Optional[bool] = None
                        ) -> tuple[torch.Tensor, np.ndarray, tuple[int, int], dict[str, float]]:
         """``predict`` plus its stage times in ms: prepare, encoder, lookup."""
         frames = self._checked_retrieve_frames(retrieve_frames) or self.retrieve_frames
@@ -186,19 +206,32 @@ class Localizer:
         features = self.encoder_runner(prepared.tensor)
         self._sync()
         t2 = time.perf_counter()
+        cells_w, cells_h = prepared.cells_size
+        pixels_xy = prepared.cell_centers_px()
+        head = self.network.head
         with torch.inference_mode():
-            coords = self.network.coords_from_features(features, retrieve_frames=frames)[0]  # (3, h, w)
+            if (self.subcell if subcell is None else subcell) and hasattr(head, "matched_keys"):
+                cells = features[0].permute(1, 2, 0).float()  # (h, w, C)
+                flat = cells.reshape(cells_h * cells_w, -1)
+                offsets, index = head.lookup(flat, return_index=True, retrieve_frames=frames)
+                coords_world = offsets + self.network.scene_center_m.reshape(1, 3)
+                shift_cells = subcell_offsets(cells, head.matched_keys(index).reshape(cells.shape))
+                cell_px = OUTPUT_STRIDE * np.asarray(prepared.image_size, dtype=np.float64) / prepared.input_size
+                pixels_xy = pixels_xy + shift_cells.reshape(-1, 2).double().cpu().numpy() * cell_px
+            else:
+                coords = self.network.coords_from_features(features, retrieve_frames=frames)[0]  # (3, h, w)
+                coords_world = coords.reshape(3, -1).T
         self._sync()
         t3 = time.perf_counter()
-        cells_w, cells_h = prepared.cells_size
         timings = {"prepare": (t1 - t0) * 1e3, "encoder": (t2 - t1) * 1e3, "lookup": (t3 - t2) * 1e3}
-        return coords.reshape(3, -1).T, prepared.cell_centers_px(), (cells_h, cells_w), timings
+        return coords_world, pixels_xy, (cells_h, cells_w), timings
 
     # --- the entry point ----------------------------------------------------------------------
 
     def localize(self, image_rgb: np.ndarray, intrinsics: Intrinsics, depth_m: Optional[np.ndarray] = None,
                  *, ransac: Optional[RansacOptions] = None, retrieve_frames: Optional[int] = None,
-                 seed: Optional[int] = None, covariance_floor: Optional[CovarianceFloor] = None
+                 seed: Optional[int] = None, covariance_floor: Optional[CovarianceFloor] = None,
+                 depth_alignment: Optional[DepthAlignmentOptions] = None, subcell: Optional[bool] = None
                  ) -> LocalizationResult:
         """Camera pose of one frame.
 
@@ -206,17 +239,18 @@ class Localizer:
         (width_px, height_px must be W, H); depth_m: optional (H, W) float metres registered to the
         image (0 / NaN = no depth) for RGB-D hypotheses. For this call only: ransac (default: the
         localizer's), retrieve_frames (memory maps; default: the localizer's, else the map's) and
-        seed (makes the RANSAC draw reproducible; overrides ``ransac.seed``) and covariance_floor
-        (default: the localizer's).
+        seed (makes the RANSAC draw reproducible; overrides ``ransac.seed``), covariance_floor,
+        depth_alignment and subcell (defaults: the localizer's).
         """
         start = time.perf_counter()
         options = self._ransac if ransac is None else self._checked_ransac(ransac)
         floor = self.covariance_floor if covariance_floor is None else self._checked_floor(covariance_floor)
+        alignment = self.depth_alignment if depth_alignment is None else self._checked_alignment(depth_alignment)
         problem = self._check_input(image_rgb, intrinsics, depth_m)
         if problem:
             return self._result(False, Status.BAD_INPUT, problem, start, {})
 
-        coords_world, pixels_xy, grid_hw, stage_ms = self._predict_timed(image_rgb, retrieve_frames)
+        coords_world, pixels_xy, grid_hw, stage_ms = self._predict_timed(image_rgb, retrieve_frames, subcell)
         network_ms = (time.perf_counter() - start) * 1e3
         coords_cam = None
         if depth_m is not None:
@@ -227,6 +261,12 @@ class Localizer:
             options = replace(options, seed=int(seed))
         result = localize_coordinates(coords_world, torch.as_tensor(pixels_xy, device=self.device), intrinsics,
                                       options, coords_cam=coords_cam, grid_hw=grid_hw)
+        if depth_m is not None and result.success:
+            t_align = time.perf_counter()
+            result.depth_alignment = align_to_depth(result.world_T_cam, coords_world.double().cpu().numpy(),
+                                                    np.asarray(depth_m), intrinsics, alignment)
+            result.world_T_cam = result.depth_alignment.world_T_cam
+            result.timings_ms["alignment"] = (time.perf_counter() - t_align) * 1e3
         if result.covariance_6x6 is not None:
             # Finite here (localize_coordinates drops a non-finite one): calibrate, then floor.
             result.covariance_6x6 = apply_floor(result.covariance_6x6 * self.covariance_scale, floor)

@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from dsac_ros.subcell import subcell_offsets_at
+
 DEFAULT_RETRIEVE_FRAMES = 8
 
 
@@ -149,6 +151,10 @@ class MemoryHead(nn.Module):
         offsets = self.values.reshape(-1, 3)[flat]
         return (offsets, flat) if return_index else offsets
 
+    def matched_keys(self, index: torch.Tensor) -> torch.Tensor:
+        """(M,) flat indices from ``lookup(..., return_index=True)`` -> (M, C) float32 keys."""
+        return self.keys.reshape(-1, self.in_channels)[index].float()
+
     def forward(self, features: torch.Tensor, retrieve_frames: Optional[int] = None) -> torch.Tensor:
         return lookup_grid(self, features, retrieve_frames)
 
@@ -173,19 +179,33 @@ def lookup_grid(head: nn.Module, features: torch.Tensor, retrieve_frames: Option
     return offsets.reshape(batch, height, width, 3).permute(0, 3, 1, 2)
 
 
+def _cell_grid(pixels_xy: torch.Tensor) -> Optional[tuple[tuple[int, int], torch.Tensor]]:
+    """(m, 2) cell centres -> ((h, w), (2,) cell size in px) if they are a whole row-major grid, else None."""
+    xs, ys = torch.unique(pixels_xy[:, 0]), torch.unique(pixels_xy[:, 1])
+    if len(xs) < 2 or len(ys) < 2 or len(xs) * len(ys) != len(pixels_xy):
+        return None
+    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], -1).reshape(-1, 2)
+    if not torch.equal(grid.to(pixels_xy.dtype), pixels_xy):
+        return None
+    return (len(ys), len(xs)), torch.stack([xs[1] - xs[0], ys[1] - ys[0]]).double()
+
+
 @torch.no_grad()
 def triangulate_memory(head: MemoryHead, pixels_xy: list[torch.Tensor], cam_T_world: torch.Tensor,
                        intrinsics_K: torch.Tensor, center_m: torch.Tensor, partners: int = 12,
-                       min_angle_deg: float = 2.0, agree_fraction: float = 0.05, min_support: int = 2
+                       min_angle_deg: float = 2.0, agree_fraction: float = 0.05, min_support: int = 2,
+                       subcell: bool = True, angle_weighted: bool = False, min_baseline_m: float = 0.02
                        ) -> dict[str, float]:
     """rgb mode: give memory cells coordinates from images and poses only (no depth).
 
     For each frame, the ``partners`` most similar frames (descriptor) seen from a viewpoint at
     least ``min_angle_deg`` away are matched cell to cell (mutual nearest neighbours in feature
     space). Each match gives a depth along the frame's cell ray: the point of that ray closest
-    to the partner's ray. The cell ray is exact (it is the stored cell's centre); the partner's is
-    off by up to half a cell, so depth is taken along the exact ray, and a cell keeps the mean of
-    the depths within ``agree_fraction`` of their median if at least ``min_support`` agree.
+    to the partner's ray. The cell ray is exact (it is the stored cell's centre); the partner's
+    passes through the partner's matched cell, moved with ``subcell`` to where the frame's key peaks
+    in the partner's grid (``dsac_ros.subcell``; frames that hold their whole cell grid). Depth is
+    taken along the exact ray, and a cell keeps the mean of the depths within ``agree_fraction`` of
+    their median if at least ``min_support`` agree.
 
     pixels_xy: per frame (m_f, 2) cell centres in image pixels; cam_T_world: (F, 4, 4);
     intrinsics_K: (F, 3, 3); center_m: (3,) scene centre. Writes values and valid; returns counts.
@@ -193,11 +213,13 @@ def triangulate_memory(head: MemoryHead, pixels_xy: list[torch.Tensor], cam_T_wo
     frames = head.frames
     world_T_cam = torch.linalg.inv(cam_T_world.double())
     centres = world_T_cam[:, :3, 3]
-    rays = []
-    for f in range(frames):
-        uv1 = torch.cat([pixels_xy[f].double(), torch.ones(len(pixels_xy[f]), 1, dtype=torch.float64)], 1)
-        directions = (world_T_cam[f, :3, :3] @ torch.linalg.solve(intrinsics_K[f], uv1.T)).T
-        rays.append(nn.functional.normalize(directions, dim=1))
+
+    def rays_through(f: int, pixels: torch.Tensor) -> torch.Tensor:  # (m, 2) pixels -> (m, 3) unit rays
+        uv1 = torch.cat([pixels.double(), torch.ones(len(pixels), 1, dtype=torch.float64)], 1)
+        return nn.functional.normalize((world_T_cam[f, :3, :3] @ torch.linalg.solve(intrinsics_K[f], uv1.T)).T, dim=1)
+
+    rays = [rays_through(f, pixels_xy[f]) for f in range(frames)]
+    grids = [_cell_grid(pixels) for pixels in pixels_xy]
     similarity = head.descriptors @ head.descriptors.T
     min_sin = torch.sin(torch.deg2rad(torch.tensor(min_angle_deg, dtype=torch.float64)))
     triangulated, matched_pairs = 0, 0
@@ -207,19 +229,24 @@ def triangulate_memory(head: MemoryHead, pixels_xy: list[torch.Tensor], cam_T_wo
             continue
         order = similarity[f].argsort(descending=True)
         queries = head.keys[f, :count].float()
-        depths = []
+        depths, weights = [], []
         for g in order.tolist():
             if len(depths) >= partners:
                 break
             if g == f or len(pixels_xy[g]) == 0:
                 continue
             w = centres[f] - centres[g]  # baseline
-            if float(w.norm()) < 0.02:
+            if float(w.norm()) < min_baseline_m:
                 continue  # no baseline: rays from (almost) one centre cannot triangulate
             keys = head.keys[g, :len(pixels_xy[g])].float()
             forward, backward = nearest_keys(queries, keys), nearest_keys(keys, queries)
             mutual = backward[forward] == torch.arange(count)
             d_f, d_g = rays[f], rays[g][forward]
+            if subcell and grids[g] is not None:
+                # The partner's ray through where f's key peaks in g's grid, not g's cell centre.
+                (height, width), cell_px = grids[g]
+                shift = subcell_offsets_at(keys.reshape(height, width, -1), forward, queries)
+                d_g = rays_through(g, pixels_xy[g][forward].double() + shift.double() * cell_px)
             b = (d_f * d_g).sum(1)
             sin_sq = 1.0 - b * b
             # Closest point on the exact ray c_f + t d_f to the partner ray c_g + s d_g.
@@ -229,13 +256,15 @@ def triangulate_memory(head: MemoryHead, pixels_xy: list[torch.Tensor], cam_T_wo
             ok = mutual & (sin_sq > min_sin ** 2) & (t > 0.05) & (s > 0.05)
             matched_pairs += int(ok.sum())
             depths.append(torch.where(ok, t, torch.full_like(t, float("nan"))))
+            weights.append(sin_sq if angle_weighted else torch.ones_like(sin_sq))
         if not depths:
             continue
         stacked = torch.stack(depths)  # (P, m) ray lengths, NaN = no usable match
         median = stacked.nanmedian(0).values
         agree = (stacked - median).abs() <= agree_fraction * median
         support = agree.sum(0)
-        mean = torch.where(agree, stacked, torch.zeros_like(stacked)).sum(0) / support.clamp_min(1)
+        weight = torch.where(agree, torch.stack(weights), torch.zeros_like(stacked))
+        mean = (weight * torch.where(agree, stacked, torch.zeros_like(stacked))).sum(0) / weight.sum(0).clamp_min(1e-12)
         good = (support >= min_support) & torch.isfinite(median)
         points = centres[f] + mean[:, None] * rays[f]
         head.values.data[f, :count][good] = (points[good] - center_m).float()

@@ -6,7 +6,6 @@ what that code predicted with it (test/fixtures/).
 Run inside a checkout of the old commit (its dsac_ros is imported from argv[1]). A 16-channel random
 encoder keeps the file small (0.2 MB); the memory holds 12 tiny mapping frames with depth.
 """
-import json
 import sys
 from pathlib import Path
 

@@ -50,3 +50,16 @@ def test_one_registry_names_every_benchmark_and_its_bench_entry_point():
     for name in BENCHMARKS:
         text = (repo / script_path(name)).read_text()
         assert "sys.path.insert" not in text, name  # the package is installed (pip install -e . / colcon)
+
+
+def test_bench_help_lists_every_benchmark(capsys):
+    # argparse %-formats help strings: one benchmark's "10 %" once broke `dsac-ros bench --help`.
+    from dsac_ros.benchmarks import BENCHMARKS
+    parser = argparse.ArgumentParser(prog="dsac-ros bench")
+    bench_cli.add_arguments(parser)
+    try:
+        parser.parse_args(["--help"])
+    except SystemExit as exit_:
+        assert exit_.code == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in BENCHMARKS) and "10 %" in listed

@@ -1,6 +1,5 @@
 """Message <-> numpy conversions of the ROS adapter (messages built in-process, no DDS needed)."""
 
-import cv2
 import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image

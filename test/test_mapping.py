@@ -12,7 +12,7 @@ import torch
 
 from dsac_ros.data.scenes import get_scene
 from dsac_ros.dsac import RansacOptions
-from dsac_ros.geometry import pose_errors, transform_points
+from dsac_ros.geometry import transform_points
 from dsac_ros.head_training import coords_loss, head_forward_flat
 from dsac_ros.mapfile import load_map
 from dsac_ros.network import Head, cell_centers_px, network_input_size

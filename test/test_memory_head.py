@@ -11,7 +11,6 @@ import torch
 
 from dsac_ros import mapping as mp
 from dsac_ros.data.scenes import get_scene
-from dsac_ros.dsac import RansacOptions
 from dsac_ros.geometry import pose_errors
 from dsac_ros.localizer import Localizer
 from dsac_ros.mapfile import load_map, save_map

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from catkin_pkg.package import parse_package
 
 REPO = Path(__file__).resolve().parents[1]

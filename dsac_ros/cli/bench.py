@@ -16,7 +16,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
     for name, benchmark in BENCHMARKS.items():
-        bench_parser = sub.add_parser(name, help=benchmark.help, description=benchmark.help)
+        # argparse %-formats help strings (not descriptions): a literal "%" in a help must be doubled.
+        bench_parser = sub.add_parser(name, help=benchmark.help.replace("%", "%%"), description=benchmark.help)
         if benchmark.module is None:
             # A bench/ script: its own options, passed through.
             bench_parser.add_argument("script_args", nargs=argparse.REMAINDER, help=f"options of {script_path(name)}")

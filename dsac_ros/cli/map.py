@@ -18,7 +18,8 @@ from pathlib import Path
 
 from dsac_ros.cli.recording import add_recording_arguments, recording_options
 from dsac_ros.mapping.keyframes import KeyframeOptions
-from dsac_ros.mapping.options import INPUT_NORMALIZATIONS, MODES, MappingOptions, MemoryOptions, default_of
+from dsac_ros.mapping.options import (INPUT_NORMALIZATIONS, MODES, TRIANGULATIONS, MappingOptions, MemoryOptions,
+                                      default_of)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keyframes", action=argparse.BooleanOptionalAction,
                         default=default_of(KeyframeOptions, "enabled"),
                         help="memory maps: keep only the frames that show something new (default: on)")
+    parser.add_argument("--triangulation", choices=TRIANGULATIONS, default=default_of(MemoryOptions, "triangulation"),
+                        help="rgb memory maps: sweep (plane sweep of each cell's ray through similar frames' "
+                             "features) or matches (triangulated nearest-key matches) (default: %(default)s)")
     parser.add_argument("--key-bytes", type=int, default=default_of(MemoryOptions, "subquantizers"), metavar="B",
                         help="memory maps: bytes per product-quantised key; 0 keeps dense float16 keys, "
                              "256 bytes each (default: %(default)s)")
@@ -120,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         print("dsac-ros map: --key-bytes must be 0 (dense keys) or positive", file=sys.stderr)
         return 2
     changes["memory"] = MemoryOptions(keyframes=KeyframeOptions(enabled=args.keyframes),
-                                      subquantizers=args.key_bytes or None)
+                                      subquantizers=args.key_bytes or None, triangulation=args.triangulation)
     if args.passes is not None:
         changes["augmentation"] = AugmentationOptions(passes=args.passes)
     try:

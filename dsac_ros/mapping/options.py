@@ -55,6 +55,9 @@ class BudgetOptions:
             raise MappingError(f"head_fraction must be in (0, 1], got {self.head_fraction}")
 
 
+TRIANGULATIONS = ("sweep", "matches")
+
+
 @dataclass
 class MemoryOptions:
     """What a memory map keeps (map format 2). keyframes: which mapping frames join the memory
@@ -73,11 +76,18 @@ class MemoryOptions:
     keyframes: KeyframeOptions = field(default_factory=KeyframeOptions)
     subquantizers: Optional[int] = 16
     encoder_float16: bool = True
+    # rgb mode: how cells get coordinates. sweep: a plane sweep of each cell's ray through its
+    # partners' feature grids (``dsac_ros.sweep``); matches: mutual nearest-key matches between
+    # frames, triangulated (``memory_head.triangulate_memory``). small_room rgb, within 5 cm / 5 deg
+    # (150 test frames): sweep 93.3 %, mapped in 26 s; matches 91.3 %, 44 s.
+    triangulation: str = "sweep"
 
     def __post_init__(self) -> None:
         if isinstance(self.keyframes, dict):  # from a checkpoint's or map's plain record
             names = {f.name for f in dataclasses.fields(KeyframeOptions)}
             self.keyframes = KeyframeOptions(**{k: v for k, v in self.keyframes.items() if k in names})
+        if self.triangulation not in TRIANGULATIONS:
+            raise MappingError(f"triangulation must be one of {', '.join(TRIANGULATIONS)}, got {self.triangulation!r}")
         if self.subquantizers is not None and self.subquantizers < 1:
             raise MappingError(f"subquantizers must be at least 1 (or None for dense keys), got {self.subquantizers}")
 

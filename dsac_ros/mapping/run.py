@@ -12,7 +12,8 @@ Pipeline (``map_recording``), on a wall-clock budget:
       --> the head:
           * ``memory`` (default): the plain views' cells stored as (feature, coordinate) pairs
             (``dsac_ros.memory_head``); ``rgbd`` takes coordinates from depth + pose, ``rgb``
-            triangulates them from matches between mapping frames. Seconds, no training. Then the
+            sweeps each cell's depth through similar mapping frames' features (``dsac_ros.sweep``;
+            or triangulates nearest-key matches). Seconds, no training. Then the
             known cells are compacted: 16-byte product-quantised keys (``dsac_ros.compact_memory``)
           * ``fast`` / ``ace``: an MLP head trained on random buffer rows (``rgbd``: distance to
             the ground-truth coordinate; ``rgb``: ACE's reprojection loss with an annealed clamp
@@ -222,7 +223,7 @@ class MappingRun:
                 progress.update(stage="memory")
                 with timer.measure("memory"):
                     state = fill_memory(head, buffer_data, use_depth, self.log,
-                                        options.memory.subquantizers, options.seed)
+                                        options.memory.subquantizers, options.seed, options.memory.triangulation)
                 if state.get("head_config"):
                     install_head(state["head_config"])
                     head.load_state_dict(state["head"])

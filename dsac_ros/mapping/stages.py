@@ -202,16 +202,18 @@ LARGE_MEMORY_MAP_BYTES = 500 * 2**20
 
 def fill_memory(head: nn.Module, data: MappingBuffer, use_depth: bool,
                 log: Callable[[str], None] = logger.info, subquantizers: Optional[int] = None,
-                seed: int = 0) -> dict[str, Any]:
+                seed: int = 0, triangulation: str = "sweep") -> dict[str, Any]:
     """Store every mapping frame's plain view in a (dense) memory head; returns a stage state.
 
-    rgbd: each cell's coordinate from depth and pose. rgb: coordinates triangulated from matches
-    between mapping frames with known poses (``dsac_ros.memory_head.triangulate_memory``).
+    rgbd: each cell's coordinate from depth and pose. rgb: coordinates from the mapping frames'
+    images and known poses: ``triangulation`` "sweep" (``dsac_ros.sweep.sweep_memory``) or
+    "matches" (``dsac_ros.memory_head.triangulate_memory``).
     With ``subquantizers``, the filled memory is then compacted (``CompactMemoryHead.from_dense``):
     the state's "head" is the compact head's and "head_config" its architecture.
     """
     from dsac_ros.compact_memory import CompactMemoryHead
     from dsac_ros.memory_head import triangulate_memory
+    from dsac_ros.sweep import sweep_memory
 
     start = time.perf_counter()
     size_bytes = sum(t.numel() * t.element_size() for t in head.state_dict().values())
@@ -231,12 +233,13 @@ def fill_memory(head: nn.Module, data: MappingBuffer, use_depth: bool,
         head.finish()
     else:
         views = [view for view, _, _, _ in plain]
-        triangulated = triangulate_memory(head, [buffer.pixels_xy[a:b] for _, _, a, b in plain],
-                                          buffer.cam_T_world[views].double(), buffer.intrinsics_K[views].double(),
-                                          center.view(3).double())
+        fill = sweep_memory if triangulation == "sweep" else triangulate_memory
+        triangulated = fill(head, [buffer.pixels_xy[a:b] for _, _, a, b in plain],
+                            buffer.cam_T_world[views].double(), buffer.intrinsics_K[views].double(),
+                            center.view(3).double())
     known = int(head.valid.sum())
     log(f"memory: {len(plain)} frames, {known} of {sum(b - a for _, _, a, b in plain)} cells with a "
-        f"coordinate{' (triangulated)' if triangulated else ''}, {time.perf_counter() - start:.1f} s")
+        f"coordinate{f' ({triangulation})' if triangulated else ''}, {time.perf_counter() - start:.1f} s")
     if known == 0:
         raise MappingError("no mapping cell has a scene coordinate (no depth, nothing triangulated)")
     state = {"step": 0, "losses": [], "memory_cells": known, "triangulation": triangulated}

@@ -38,6 +38,8 @@ BENCHMARKS: dict[str, Benchmark] = {
                          "standard scenes and a 4,000-frame recording", module="dsac_ros.benchmarks.compact"),
     "cameras": Benchmark("maps from a Kinect-like sensor's and a distorted lens's bags against pinhole ones, "
                          "offline and live, and the distortion-ignored baseline", module="dsac_ros.benchmarks.cameras"),
+    "triangulation": Benchmark("rgb maps' coordinates against the renderer's truth, cell by cell: the plane sweep "
+                               "against triangulated matches", module="dsac_ros.benchmarks.triangulation"),
     "soak": Benchmark("the localizer node over 10,000 frames of a looped bag: memory, latency, drops; with 10 % "
                       "faults mixed in; with map swaps under load"),
     "tolerances": Benchmark("the test suite's numeric tolerances across thread counts and BLAS code paths"),

@@ -208,24 +208,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-frames", type=int, default=None, help="test frames per scene (default: all)")
     parser.add_argument("--no-dsac", action="store_true",
                         help="skip the dsac_ros rows (the scene-memory maps of `dsac-ros bench frame`, made once)")
+    parser.add_argument("--no-cell-grid", action="store_true",
+                        help="skip the dsac_ros rows at the cell grid's precision (no sub-cell step, no depth "
+                             "alignment; rgb maps by triangulated matches), kept beside the defaults for comparison")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default: {DEFAULT_OUT})")
 
 
-def _dsac_row(scene: str, mode: str, test: Sequence, threads: int) -> dict[str, Any]:
-    """dsac_ros with defaults on the same test frames, in the same run (its map made once)."""
+def _dsac_row(scene: str, mode: str, test: Sequence, threads: int, cell_grid: bool = False) -> dict[str, Any]:
+    """dsac_ros on the same test frames, in the same run (its map made once): with defaults, or
+    with ``cell_grid`` at the cell grid's precision (correspondences at cell centres, DSAC's pose
+    without depth alignment, rgb maps from triangulated matches)."""
     import torch
 
     from dsac_ros.benchmarks.frame import scene_map
+    from dsac_ros.depth_alignment import DepthAlignmentOptions
     from dsac_ros.evaluation import compute_metrics, evaluate_frames
     from dsac_ros.gate import GateSettings
     from dsac_ros.localizer import Localizer
 
     torch.set_num_threads(int(threads))
-    map_path = scene_map(scene, "cpu", mode=mode)
-    records = evaluate_frames(Localizer(map_path, device="cpu"), test, use_depth=mode == "rgbd", progress=False,
+    map_path = scene_map(scene, "cpu", mode=mode, triangulation="matches" if cell_grid and mode == "rgb" else None)
+    localizer = Localizer(map_path, device="cpu", subcell=not cell_grid,
+                          depth_alignment=DepthAlignmentOptions(enabled=not cell_grid))
+    records = evaluate_frames(localizer, test, use_depth=mode == "rgbd", progress=False,
                               seed_from_stamp=True, gate_settings=GateSettings())
     metrics = compute_metrics(records)
-    return {"method": "dsac_ros", "scene": scene, "mode": mode, "test_frames": len(test),
+    return {"method": "dsac_ros_cell_grid" if cell_grid else "dsac_ros", "scene": scene, "mode": mode,
+            "test_frames": len(test),
             "map_mb": map_path.stat().st_size / 1e6,
             **{k: metrics[k] for k in ("pct_5cm_5deg", "pct_2cm_2deg", "pct_1cm_1deg", "median_translation_cm",
                                        "median_rotation_deg")},
@@ -233,7 +242,7 @@ def _dsac_row(scene: str, mode: str, test: Sequence, threads: int) -> dict[str, 
 
 
 def _print_row(row: dict[str, Any]) -> None:
-    print(f"{row['method']:<13}{row['scene']:<11}{row['mode']:<5} {row['pct_5cm_5deg']:5.1f} % 5cm/5°  "
+    print(f"{row['method']:<19}{row['scene']:<11}{row['mode']:<5} {row['pct_5cm_5deg']:5.1f} % 5cm/5°  "
           f"{row['pct_2cm_2deg']:5.1f} % 2cm/2°  {row['pct_1cm_1deg']:5.1f} % 1cm/1°  median "
           f"{row['median_translation_cm']:.2f} cm {row['median_rotation_deg']:.2f}°  "
           f"{row['ms_median']['total']:.0f} ms/frame  map {row['map_mb']:.1f} MB", flush=True)
@@ -274,14 +283,15 @@ def run(args: argparse.Namespace) -> int:
                    "ms_p95_total": float(np.percentile([m["total"] for m in stage_ms], 95))}
             row["method"] = "sift_poselib"
             rows.append(row)
-            print(f"{'sift+poselib':<13}{scene:<11}{mode:<5} {row['pct_5cm_5deg']:5.1f} % 5cm/5°  {row['pct_2cm_2deg']:5.1f} % 2cm/2°  "
+            print(f"{'sift+poselib':<19}{scene:<11}{mode:<5} {row['pct_5cm_5deg']:5.1f} % 5cm/5°  {row['pct_2cm_2deg']:5.1f} % 2cm/2°  "
                   f"{row['pct_1cm_1deg']:5.1f} % 1cm/1°  median {row['median_translation_cm']:.2f} cm "
                   f"{row['median_rotation_deg']:.2f}°  {row['ms_median']['total']:.0f} ms/frame "
                   f"(sift {row['ms_median']['sift']:.0f})  map {row['map_mb']:.1f} MB ({row['map_points']} points, "
                   f"{map_s:.0f} s)", flush=True)
             if not args.no_dsac:
-                rows.append(_dsac_row(scene, mode, test, args.threads))
-                _print_row(rows[-1])
+                for cell_grid in (False,) if args.no_cell_grid else (False, True):
+                    rows.append(_dsac_row(scene, mode, test, args.threads, cell_grid))
+                    _print_row(rows[-1])
     out = {"retrieve": args.retrieve, "threads": args.threads, "ratio": RATIO, "vocabulary_words": VOCABULARY_WORDS,
            "inlier_threshold_px": INLIER_THRESHOLD_PX, "min_inliers": MIN_INLIERS,
            "load_average_1min_end": os.getloadavg()[0], "rows": rows}

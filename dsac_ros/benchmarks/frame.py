@@ -54,13 +54,16 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("DSAC_ROS_CACHE", REPO_ROOT / ".cache"))
 
 
-def scene_map(scene: str, device: str, log=print, mode: str = "rgbd") -> Path:
-    """The scene's memory map for ``mode`` (no end-to-end stage: the same work on any load), made once."""
+def scene_map(scene: str, device: str, log=print, mode: str = "rgbd", triangulation: str | None = None) -> Path:
+    """The scene's memory map for ``mode`` (no end-to-end stage: the same work on any load), made
+    once; rgb ``triangulation`` other than the default gets a map of its own."""
     from dsac_ros.benchmarks.cameras import scene_bags
     from dsac_ros.data import read_frames
-    from dsac_ros.mapping import MappingOptions, map_recording
+    from dsac_ros.mapping import MappingOptions, MemoryOptions, map_recording
 
-    path = _cache_dir() / "bench_frame" / f"{scene}_{mode}.pt"
+    memory = MemoryOptions() if triangulation is None else MemoryOptions(triangulation=triangulation)
+    suffix = "" if triangulation is None else f"_{triangulation}"
+    path = _cache_dir() / "bench_frame" / f"{scene}_{mode}{suffix}.pt"
     if not path.exists():
         log(f"mapping {scene} ({mode}, scene memory) into {path} (once)")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +71,7 @@ def scene_map(scene: str, device: str, log=print, mode: str = "rgbd") -> Path:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             map_recording(read_frames(scene_bags(scene, log)["mapping"]), partial,
-                          MappingOptions(mode=mode, device=device, progress=False, end_to_end=False),
+                          MappingOptions(mode=mode, device=device, progress=False, end_to_end=False, memory=memory),
                           log=lambda message: None)
         os.replace(partial, path)
     return path

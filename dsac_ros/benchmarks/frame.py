@@ -35,7 +35,7 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "frame.json"
-STAGES = ("decode", "prepare", "encoder", "lookup", "ransac", "publish", "total")
+STAGES = ("decode", "prepare", "encoder", "lookup", "ransac", "alignment", "publish", "total")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -131,7 +131,7 @@ class FramePipeline:
                 self._serialize(message)
         t3 = time.perf_counter()
         stages = {"decode": (t1 - t0) * 1e3, "publish": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}
-        for stage in ("prepare", "encoder", "lookup", "ransac"):
+        for stage in ("prepare", "encoder", "lookup", "ransac", "alignment"):
             stages[stage] = float(result.timings_ms.get(stage, 0.0))
         return result, stages
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dsac_ros.subcell import subcell_offsets_at
+from dsac_ros.subcell import grid_layout, subcell_offsets_at
 
 DEFAULT_RETRIEVE_FRAMES = 8
 
@@ -179,17 +179,6 @@ def lookup_grid(head: nn.Module, features: torch.Tensor, retrieve_frames: Option
     return offsets.reshape(batch, height, width, 3).permute(0, 3, 1, 2)
 
 
-def _cell_grid(pixels_xy: torch.Tensor) -> Optional[tuple[tuple[int, int], torch.Tensor]]:
-    """(m, 2) cell centres -> ((h, w), (2,) cell size in px) if they are a whole row-major grid, else None."""
-    xs, ys = torch.unique(pixels_xy[:, 0]), torch.unique(pixels_xy[:, 1])
-    if len(xs) < 2 or len(ys) < 2 or len(xs) * len(ys) != len(pixels_xy):
-        return None
-    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], -1).reshape(-1, 2)
-    if not torch.equal(grid.to(pixels_xy.dtype), pixels_xy):
-        return None
-    return (len(ys), len(xs)), torch.stack([xs[1] - xs[0], ys[1] - ys[0]]).double()
-
-
 @torch.no_grad()
 def triangulate_memory(head: MemoryHead, pixels_xy: list[torch.Tensor], cam_T_world: torch.Tensor,
                        intrinsics_K: torch.Tensor, center_m: torch.Tensor, partners: int = 12,
@@ -219,7 +208,7 @@ def triangulate_memory(head: MemoryHead, pixels_xy: list[torch.Tensor], cam_T_wo
         return nn.functional.normalize((world_T_cam[f, :3, :3] @ torch.linalg.solve(intrinsics_K[f], uv1.T)).T, dim=1)
 
     rays = [rays_through(f, pixels_xy[f]) for f in range(frames)]
-    grids = [_cell_grid(pixels) for pixels in pixels_xy]
+    grids = [grid_layout(pixels) for pixels in pixels_xy]
     similarity = head.descriptors @ head.descriptors.T
     min_sin = torch.sin(torch.deg2rad(torch.tensor(min_angle_deg, dtype=torch.float64)))
     triangulated, matched_pairs = 0, 0

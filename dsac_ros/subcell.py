@@ -19,6 +19,8 @@ added to the map.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 MAX_OFFSET_CELLS = 0.5
@@ -62,3 +64,14 @@ def subcell_offsets(features: torch.Tensor, matched_keys: torch.Tensor) -> torch
     height, width, channels = features.shape
     cells = torch.arange(height * width, device=features.device)
     return subcell_offsets_at(features, cells, matched_keys.reshape(-1, channels)).reshape(height, width, 2)
+
+
+def grid_layout(pixels_xy: torch.Tensor) -> Optional[tuple[tuple[int, int], torch.Tensor]]:
+    """(m, 2) cell centres -> ((h, w), (2,) cell size in px) if they are a whole row-major grid, else None."""
+    xs, ys = torch.unique(pixels_xy[:, 0]), torch.unique(pixels_xy[:, 1])
+    if len(xs) < 2 or len(ys) < 2 or len(xs) * len(ys) != len(pixels_xy):
+        return None
+    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")[::-1], -1).reshape(-1, 2)
+    if not torch.equal(grid.to(pixels_xy.dtype), pixels_xy):
+        return None
+    return (len(ys), len(xs)), torch.stack([xs[1] - xs[0], ys[1] - ys[0]]).double()

@@ -24,6 +24,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from dsac_ros.subcell import grid_layout
+
 
 @dataclass(frozen=True)
 class SweepOptions:
@@ -201,8 +203,6 @@ def sweep_memory(head, pixels_xy: list[torch.Tensor], cam_T_world: torch.Tensor,
 
     pixels_xy: per frame (m_f, 2) cell centres in image pixels (a whole row-major grid, else the
     frame gets no depths); cam_T_world: (F, 4, 4); intrinsics_K: (F, 3, 3); center_m: (3,)."""
-    from dsac_ros.memory_head import _cell_grid
-
     projection = None
     if options.channels and options.channels < head.in_channels:
         sample = head.keys.reshape(-1, head.in_channels)[::7].float()
@@ -211,7 +211,7 @@ def sweep_memory(head, pixels_xy: list[torch.Tensor], cam_T_world: torch.Tensor,
         projection = (mean, components[:options.channels].T)
     grids: list[Optional[FrameGrid]] = []
     for f in range(head.frames):
-        layout = _cell_grid(pixels_xy[f]) if len(pixels_xy[f]) else None
+        layout = grid_layout(pixels_xy[f]) if len(pixels_xy[f]) else None
         if layout is None:
             grids.append(None)
             continue

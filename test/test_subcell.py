@@ -8,7 +8,8 @@ import torch
 from dsac_ros.data.scenes import get_scene
 from dsac_ros.geometry import invert_pose, project_points, transform_points
 from dsac_ros.localizer import Localizer
-from dsac_ros.subcell import MAX_OFFSET_CELLS, parabolic_minimum, subcell_offsets, subcell_offsets_at
+from dsac_ros.network import cell_centers_px
+from dsac_ros.subcell import MAX_OFFSET_CELLS, grid_layout, parabolic_minimum, subcell_offsets, subcell_offsets_at
 from fixtures_maps import tiny_memory_map_path  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -38,6 +39,14 @@ def test_a_key_between_two_cells_is_placed_between_them():
     assert offsets[1].tolist() == [0.0, 0.0]  # at the corner the missing neighbours keep the centre
     grid = subcell_offsets(features, features)  # every cell's own feature: no shift anywhere
     assert grid.shape == (4, 5, 2) and grid.abs().max() == 0
+
+
+def test_grid_layout_recognises_only_a_whole_row_major_grid():
+    pixels = torch.tensor(cell_centers_px(4, 3, (32, 24), (64, 48)))  # 3 rows of 4 cells, 16 px apart
+    (height, width), cell_px = grid_layout(pixels)
+    assert (height, width) == (3, 4) and cell_px.tolist() == [16.0, 16.0]
+    assert grid_layout(pixels[:-1]) is None  # a cell missing (e.g. one without depth)
+    assert grid_layout(pixels.flip(0)) is None  # not row-major
 
 
 def _median_correspondence_error_px(localizer: Localizer) -> float:

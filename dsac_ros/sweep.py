@@ -47,6 +47,14 @@ class SweepOptions:
     # Keys are compared in their first principal components (sampling cost is linear in channels).
     channels: int = 32
 
+    def __post_init__(self) -> None:
+        if self.partners < 1 or self.depths < 3 or self.fine < 3 or self.consistent < 0 or self.channels < 0:
+            raise ValueError("partners >= 1, depths and fine >= 3, consistent and channels >= 0 are needed")
+        if not (0 < self.min_depth_m < self.max_depth_m and self.max_ratio > 0 and self.agree_fraction > 0
+                and self.min_baseline_m >= 0):
+            raise ValueError("need 0 < min_depth_m < max_depth_m, positive max_ratio and agree_fraction, "
+                             "min_baseline_m >= 0")
+
 
 @dataclass
 class FrameGrid:

@@ -79,3 +79,9 @@ def test_the_sweep_places_a_stated_fraction_of_cells_within_5_cm(tiny_cells):
     unchecked, unchecked_m = _triangulated(tiny_cells, sweep_memory,
                                            options=SweepOptions(consistent=0, max_ratio=1.01))
     assert unchecked.mean() > 0.8 and np.median(unchecked_m[unchecked]) > 2 * np.median(error_m[known])
+
+
+def test_sweep_options_are_checked():
+    for bad in ({"depths": 2}, {"min_depth_m": 5.0, "max_depth_m": 1.0}, {"partners": 0}, {"agree_fraction": 0.0}):
+        with pytest.raises(ValueError):
+            SweepOptions(**bad)

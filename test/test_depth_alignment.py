@@ -169,3 +169,24 @@ def test_the_localizer_aligns_rgbd_frames_of_the_tiny_scene_beyond_the_cell_grid
         assert rgb_only.depth_alignment is None  # nothing to align to
     dsac, aligned = np.median(errors[False], axis=0), np.median(errors[True], axis=0)
     assert aligned[0] < 0.5 * dsac[0] and aligned[1] < 0.5 * dsac[1], (dsac, aligned)
+
+
+def test_rgbd_frames_search_fewer_mapping_frames_unless_told(tiny_memory_map_path):
+    from dsac_ros.data.scenes import get_scene
+    from dsac_ros.localizer import RGBD_RETRIEVE_FRAMES, Localizer
+
+    frame = next(iter(get_scene("tiny").render_frames("test")))
+    localizer = Localizer(tiny_memory_map_path, device="cpu")
+    assert localizer.map_retrieve_frames > RGBD_RETRIEVE_FRAMES
+    with_depth = localizer.localize(frame.image_rgb, frame.intrinsics, depth_m=frame.depth_m, seed=0)
+    assert with_depth.success and with_depth.retrieve_frames == RGBD_RETRIEVE_FRAMES
+    rgb = localizer.localize(frame.image_rgb, frame.intrinsics, seed=0)
+    assert rgb.retrieve_frames == localizer.map_retrieve_frames
+    # Without the alignment, or when the caller or the localizer names a number, that number holds.
+    unaligned = localizer.localize(frame.image_rgb, frame.intrinsics, depth_m=frame.depth_m, seed=0,
+                                   depth_alignment=DepthAlignmentOptions(enabled=False))
+    assert unaligned.retrieve_frames == localizer.map_retrieve_frames
+    told = localizer.localize(frame.image_rgb, frame.intrinsics, depth_m=frame.depth_m, seed=0, retrieve_frames=6)
+    assert told.retrieve_frames == 6
+    assert Localizer(tiny_memory_map_path, device="cpu", retrieve_frames=8).localize(
+        frame.image_rgb, frame.intrinsics, depth_m=frame.depth_m, seed=0).retrieve_frames == 8

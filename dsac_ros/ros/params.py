@@ -68,7 +68,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("input_height_px", 0, "network input height in pixels (multiple of 8); 0 = the map's "
                   "training height", range=(0, 4096), read_only=True),
     ParameterSpec("retrieve_frames", 0, "memory maps: mapping frames searched per image; 0 = the map's own "
-                  "(8); fewer is faster and less accurate", range=(0, 256)),
+                  "(8), or 4 for depth frames with depth_alignment; fewer is faster and less accurate",
+                  range=(0, 256)),
     ParameterSpec("ransac.hypotheses", 64, "pose hypotheses per frame (DSAC*/ACE 64, DSAC 256)", range=(1, 4096),
                   ransac_field="hypotheses"),
     ParameterSpec("ransac.inlier_threshold_px", 10.0, "reprojection error below which a correspondence is an "

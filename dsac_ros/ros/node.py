@@ -489,8 +489,18 @@ def _ignore_further_interrupts() -> None:
             continue
 
 
+def _interrupt_once(signum, frame) -> None:
+    """The first SIGINT ends the spin; the handler itself switches SIGINT off before raising, so
+    the second and third of a launch's burst can never land in the shutdown path (once one hit a
+    Future's __del__ there: 'Exception ignored ... KeyboardInterrupt' on stderr)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(args=None) -> int:
     """Entry point of `ros2 run dsac_ros localizer`."""
+    # Before rclpy.init: rclpy's own handler (it shuts the context down) chains to this one.
+    signal.signal(signal.SIGINT, _interrupt_once)
     try:
         return _run(args)
     except KeyboardInterrupt:  # a second Ctrl-C that landed in the shutdown path, after the cleanup ran

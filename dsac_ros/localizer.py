@@ -166,6 +166,16 @@ class Localizer:
             raise ValueError(f"retrieve_frames must be at least 1 (or None for the map's), got {frames}")
         return None if frames is None else int(frames)
 
+    def _frames_searched(self, retrieve_frames: Optional[int], aligned_depth: bool) -> Optional[int]:
+        """Memory maps: the mapping frames one lookup searches (None for other heads): the call's,
+        else the localizer's, else the map's, at most ``RGBD_RETRIEVE_FRAMES`` for a frame whose
+        pose the depth alignment refines (it makes up for fewer correspondences: rgbd, 640x480, 4
+        frames instead of 8 kept small_room / large_room at 100 % within 2 cm / 2 deg, 37.4 -> 29.2 ms)."""
+        frames = self._checked_retrieve_frames(retrieve_frames) or self.retrieve_frames
+        if self.map_retrieve_frames is None or frames is not None:
+            return frames
+        return min(RGBD_RETRIEVE_FRAMES, self.map_retrieve_frames) if aligned_depth else self.map_retrieve_frames
+
     @staticmethod
     def _checked_floor(floor: CovarianceFloor) -> CovarianceFloor:
         if not isinstance(floor, CovarianceFloor):
@@ -199,13 +209,14 @@ class Localizer:
         retrieve_frames: memory maps, frames searched (None: the localizer's default, else the map's);
         subcell: memory maps, the sub-cell step (None: the localizer's).
         """
-        coords, pixels_xy, grid_hw, _ = self._predict_timed(image_rgb, retrieve_frames, subcell)
+        coords, pixels_xy, grid_hw, _ = self._predict_timed(image_rgb, self._frames_searched(retrieve_frames, False),
+                                                            subcell)
         return coords, pixels_xy, grid_hw
 
-    def _predict_timed(self, image_rgb: np.ndarray, retrieve_frames: Optional[int], subcell: Optional[bool] = None
+    def _predict_timed(self, image_rgb: np.ndarray, frames: Optional[int], subcell: Optional[bool] = None
                        ) -> tuple[torch.Tensor, np.ndarray, tuple[int, int], dict[str, float]]:
-        """``predict`` plus its stage times in ms: prepare, encoder, lookup."""
-        frames = self._checked_retrieve_frames(retrieve_frames) or self.retrieve_frames
+        """``predict`` with the frames searched resolved (``_frames_searched``), plus its stage
+        times in ms: prepare, encoder, lookup."""
         t0 = time.perf_counter()
         prepared = prepare_input(image_rgb, self.input_height_px, self.map.normalization)
         t1 = time.perf_counter()
@@ -257,13 +268,8 @@ class Localizer:
         if problem:
             return self._result(False, Status.BAD_INPUT, problem, start, {})
 
-        if (retrieve_frames is None and self.retrieve_frames is None and depth_m is not None and alignment.enabled
-                and self.map_retrieve_frames is not None):
-            # RGB-D frames: the depth alignment makes up for fewer correspondences, so half the
-            # memory lookup (its largest cost) is spent (rgbd, 640x480: 4 frames instead of 8 kept
-            # small_room / large_room at 100 % within 2 cm / 2 deg, 37.4 -> 29.2 ms per frame).
-            retrieve_frames = min(RGBD_RETRIEVE_FRAMES, self.map_retrieve_frames)
-        coords_world, pixels_xy, grid_hw, stage_ms = self._predict_timed(image_rgb, retrieve_frames, subcell)
+        frames = self._frames_searched(retrieve_frames, depth_m is not None and alignment.enabled)
+        coords_world, pixels_xy, grid_hw, stage_ms = self._predict_timed(image_rgb, frames, subcell)
         network_ms = (time.perf_counter() - start) * 1e3
         coords_cam = None
         if depth_m is not None:
@@ -287,9 +293,7 @@ class Localizer:
         result.timings_ms["network"] = network_ms
         result.timings_ms["total"] = (time.perf_counter() - start) * 1e3
         result.backend = self.backend
-        if self.map_retrieve_frames is not None:
-            result.retrieve_frames = int(self._checked_retrieve_frames(retrieve_frames) or self.retrieve_frames
-                                         or self.map_retrieve_frames)
+        result.retrieve_frames = frames
         return result
 
     # --- helpers ------------------------------------------------------------------------------

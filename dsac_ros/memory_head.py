@@ -183,7 +183,7 @@ def lookup_grid(head: nn.Module, features: torch.Tensor, retrieve_frames: Option
 def triangulate_memory(head: MemoryHead, pixels_xy: list[torch.Tensor], cam_T_world: torch.Tensor,
                        intrinsics_K: torch.Tensor, center_m: torch.Tensor, partners: int = 12,
                        min_angle_deg: float = 2.0, agree_fraction: float = 0.05, min_support: int = 2,
-                       subcell: bool = True, angle_weighted: bool = False, min_baseline_m: float = 0.02
+                       subcell: bool = True, min_baseline_m: float = 0.02
                        ) -> dict[str, float]:
     """rgb mode: give memory cells coordinates from images and poses only (no depth).
 
@@ -218,7 +218,7 @@ def triangulate_memory(head: MemoryHead, pixels_xy: list[torch.Tensor], cam_T_wo
             continue
         order = similarity[f].argsort(descending=True)
         queries = head.keys[f, :count].float()
-        depths, weights = [], []
+        depths = []
         for g in order.tolist():
             if len(depths) >= partners:
                 break
@@ -245,15 +245,13 @@ def triangulate_memory(head: MemoryHead, pixels_xy: list[torch.Tensor], cam_T_wo
             ok = mutual & (sin_sq > min_sin ** 2) & (t > 0.05) & (s > 0.05)
             matched_pairs += int(ok.sum())
             depths.append(torch.where(ok, t, torch.full_like(t, float("nan"))))
-            weights.append(sin_sq if angle_weighted else torch.ones_like(sin_sq))
         if not depths:
             continue
         stacked = torch.stack(depths)  # (P, m) ray lengths, NaN = no usable match
         median = stacked.nanmedian(0).values
         agree = (stacked - median).abs() <= agree_fraction * median
         support = agree.sum(0)
-        weight = torch.where(agree, torch.stack(weights), torch.zeros_like(stacked))
-        mean = (weight * torch.where(agree, stacked, torch.zeros_like(stacked))).sum(0) / weight.sum(0).clamp_min(1e-12)
+        mean = torch.where(agree, stacked, torch.zeros_like(stacked)).sum(0) / support.clamp_min(1)
         good = (support >= min_support) & torch.isfinite(median)
         points = centres[f] + mean[:, None] * rays[f]
         head.values.data[f, :count][good] = (points[good] - center_m).float()

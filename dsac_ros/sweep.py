@@ -97,11 +97,11 @@ def _project(points_cam: torch.Tensor, partner: FrameGrid, partner_T_cam: torch.
     return grid, z, inside
 
 
-def _sample(partner: FrameGrid, grid: torch.Tensor) -> torch.Tensor:
-    """(M, D, 2) grid coordinates -> (M, D, C) bilinear features of the partner."""
-    height, width = partner.size
+def _sample(values: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """(C, h, w) values on a cell grid, (M, D, 2) grid coordinates -> (M, D, C) bilinear samples."""
+    height, width = values.shape[1:]
     normalised = torch.stack([grid[..., 0] / max(width - 1, 1), grid[..., 1] / max(height - 1, 1)], -1) * 2 - 1
-    sampled = nn.functional.grid_sample(partner.keys[None], normalised[None].float(), mode="bilinear",
+    sampled = nn.functional.grid_sample(values[None].float(), normalised[None].float(), mode="bilinear",
                                         align_corners=True)
     return sampled[0].permute(1, 2, 0)
 
@@ -117,7 +117,7 @@ def sweep_costs(frame: FrameGrid, partners: list[FrameGrid], depths_m: torch.Ten
     world_T_cam = torch.linalg.inv(frame.cam_T_world)
     for partner in partners:
         grid, _, inside = _project(points, partner, partner.cam_T_world @ world_T_cam)
-        cost = ((_sample(partner, grid) - keys[:, None, :]) ** 2).sum(-1)
+        cost = ((_sample(partner.keys, grid) - keys[:, None, :]) ** 2).sum(-1)
         total += torch.where(inside, cost, torch.zeros_like(cost))
         seen += inside
     return torch.where(seen >= 2, total / seen.clamp_min(1), torch.full_like(total, float("inf")))
@@ -159,10 +159,7 @@ def consistent_with_partners(frame: FrameGrid, depth_m: torch.Tensor, partners: 
     agree = torch.zeros(len(depth_m), dtype=torch.int64)
     for partner, partner_depth in zip(partners, partner_depths_m):
         grid, z, inside = _project(points, partner, partner.cam_T_world @ world_T_cam)
-        height, width = partner.size
-        surface = FrameGrid(partner_depth.reshape(1, height, width).float(), partner.K, partner.cam_T_world,
-                            partner.origin_px, partner.cell_px)
-        sampled = _sample(surface, grid[:, None, :])[:, 0, 0].double()
+        sampled = _sample(partner_depth.reshape(1, *partner.size), grid[:, None, :])[:, 0, 0].double()
         agree += inside & torch.isfinite(sampled) & ((sampled - z).abs() <= agree_fraction * z)
     return agree
 

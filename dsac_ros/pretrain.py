@@ -57,19 +57,24 @@ class PretrainConfig:
     # overlapping views against all other cells, InfoNCE), or "both" (sum).
     objective: str = "regression"
     temperature: float = 0.07
+    # Camera exposure gain drawn per image before the rest of the jitter (light * gain, clipped);
+    # (1, 1) = none, the shipped encoder's first 2165 steps. The *_sensor test frames use 0.6-1.4.
+    exposure_gain: tuple = (1.0, 1.0)
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["render_size"] = list(self.render_size)
         data["crop_size"] = list(self.crop_size)
         data["scale_range"] = list(self.scale_range)
+        data["exposure_gain"] = list(self.exposure_gain)
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "PretrainConfig":
         data = dict(data)
-        for key in ("render_size", "crop_size", "scale_range"):
-            data[key] = tuple(data[key])
+        for key in ("render_size", "crop_size", "scale_range", "exposure_gain"):
+            if key in data:
+                data[key] = tuple(data[key])
         return cls(**data)
 
 
@@ -133,9 +138,14 @@ def render_room(seed: int, views: int, size: tuple[int, int], cache_dir: Optiona
     return room
 
 
-def photometric_jitter(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(H, W) uint8 -> float32 in [0, 1] with random brightness, contrast, gamma and noise."""
+def photometric_jitter(gray: np.ndarray, rng: np.random.Generator,
+                       exposure_gain: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """(H, W) uint8 -> float32 in [0, 1] with random exposure gain (clipped, as a sensor saturates),
+    brightness, contrast, gamma and noise. No gain is drawn for the range (1, 1), so older runs
+    keep their random stream."""
     image = gray.astype(np.float32) / 255.0
+    if tuple(exposure_gain) != (1.0, 1.0):
+        image = np.clip(image * rng.uniform(*exposure_gain), 0, 1)
     image = np.clip(image, 0, 1) ** rng.uniform(0.7, 1.4)
     image = (image - 0.5) * rng.uniform(0.7, 1.3) + 0.5 + rng.uniform(-0.15, 0.15)
     image = image + rng.normal(0, rng.uniform(0, 0.02), image.shape).astype(np.float32)
@@ -143,7 +153,8 @@ def photometric_jitter(gray: np.ndarray, rng: np.random.Generator) -> np.ndarray
 
 
 def sample_crop(room: RoomData, view: int, crop_size: tuple[int, int], scale_range: tuple[float, float],
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                rng: np.random.Generator, exposure_gain: tuple[float, float] = (1.0, 1.0)
+                ) -> tuple[np.ndarray, np.ndarray]:
     """A rescaled, cropped, photometrically jittered view and its cell targets.
 
     Returns image (h, w) float32 in [0, 1] normalised later, and targets (h/8, w/8, 3) float32
@@ -157,7 +168,7 @@ def sample_crop(room: RoomData, view: int, crop_size: tuple[int, int], scale_ran
     resized = cv2.resize(room.gray[view], (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     x0 = int(rng.integers(0, new_w - crop_w + 1))
     y0 = int(rng.integers(0, new_h - crop_h + 1))
-    image = photometric_jitter(resized[y0:y0 + crop_h, x0:x0 + crop_w], rng)
+    image = photometric_jitter(resized[y0:y0 + crop_h, x0:x0 + crop_w], rng, exposure_gain)
     # Cell centres of the crop -> pixels of the original render (centres at integer coordinates).
     u = x0 + OUTPUT_STRIDE * np.arange(crop_w // OUTPUT_STRIDE) + OUTPUT_STRIDE / 2
     v = y0 + OUTPUT_STRIDE * np.arange(crop_h // OUTPUT_STRIDE) + OUTPUT_STRIDE / 2
@@ -215,7 +226,8 @@ def contrastive_loss(features_a: torch.Tensor, features_b: torch.Tensor, cells_x
     return nn.functional.cross_entropy(logits, torch.zeros(len(a), dtype=torch.long))
 
 
-def sample_pair(room: RoomData, rng: np.random.Generator, min_matched: int = 16):
+def sample_pair(room: RoomData, rng: np.random.Generator, min_matched: int = 16,
+                exposure_gain: tuple[float, float] = (1.0, 1.0)):
     """A view and its partner (see ``render_room(partners=True)``), jittered independently, and
     where the view's cells land in the partner (cell units).
 
@@ -239,7 +251,7 @@ def sample_pair(room: RoomData, rng: np.random.Generator, min_matched: int = 16)
     if seen.sum() < min_matched:
         return None
     cells_xy = (np.nan_to_num(pixels_b) - OUTPUT_STRIDE / 2) / OUTPUT_STRIDE
-    return (photometric_jitter(room.gray[a], rng), photometric_jitter(room.gray[b], rng),
+    return (photometric_jitter(room.gray[a], rng, exposure_gain), photometric_jitter(room.gray[b], rng, exposure_gain),
             cells_xy.astype(np.float32), seen)
 
 
@@ -354,7 +366,7 @@ def pretrain(out_dir: Path, config: PretrainConfig, hours: float, device: torch.
                 for room_id in room_ids:
                     room = rooms[room_id]
                     image, coords = sample_crop(room, int(rng.integers(len(room.gray))), tuple(config.crop_size),
-                                                tuple(config.scale_range), rng)
+                                                tuple(config.scale_range), rng, tuple(config.exposure_gain))
                     images.append(image)
                     targets.append(coords)
                 images_t = ((torch.from_numpy(np.stack(images)) - mean) / std)[:, None].to(device)
@@ -368,7 +380,7 @@ def pretrain(out_dir: Path, config: PretrainConfig, hours: float, device: torch.
             if config.objective in ("contrastive", "both"):
                 pair_losses = []
                 for room_id in rng.choice(len(rooms), size=max(1, config.images_per_step // 2), replace=False):
-                    pair = sample_pair(rooms[room_id], rng)
+                    pair = sample_pair(rooms[room_id], rng, exposure_gain=tuple(config.exposure_gain))
                     if pair is None:
                         continue
                     image_a, image_b, cells_xy, matched = pair

@@ -357,7 +357,21 @@ def test_per_image_normalisation_cancels_an_exposure_change(tiny_frames, tmp_pat
         shifts[normalization] = float(np.mean(medians))
     assert shifts["per_image"] < 0.05 and shifts["fixed"] > 0.10, shifts
     with pytest.raises(mp.MappingError, match="input_normalization must be one of"):
-        tiny_options(input_normalization="auto")
+        tiny_options(input_normalization="mean_only")
+
+
+def test_auto_input_normalisation_follows_the_mode():
+    """The default, "auto": per-image standardisation for rgbd scene-memory maps (sensor effects
+    cost them nothing on clean frames), the fixed mean / std for rgb, full and MLP heads; an
+    explicit choice is kept."""
+    assert mp.MappingOptions(mode="rgbd").input_normalization == "auto"
+    assert mp.MappingOptions(mode="rgbd").normalization.get("per_image") is True
+    assert mp.MappingOptions(mode="rgbd", network="fast").resolved_input_normalization == "fixed"
+    for mode in ("rgb", "full"):
+        options = mp.MappingOptions(mode=mode)
+        assert options.resolved_input_normalization == "fixed" and "per_image" not in options.normalization
+    assert mp.MappingOptions(mode="rgbd", input_normalization="fixed").resolved_input_normalization == "fixed"
+    assert mp.MappingOptions(mode="rgb", input_normalization="per_image").normalization["per_image"] is True
 
 
 def test_rgbd_mode_without_depth_is_refused_with_a_reason(tiny_frames, tmp_path):

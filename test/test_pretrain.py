@@ -7,7 +7,8 @@ import torch
 from dsac_ros.geometry import invert_pose, project_points, transform_points
 from dsac_ros.network import OUTPUT_STRIDE
 from dsac_ros.pretrain import (PRETRAIN_SEED_BASE, EncoderFileError, PretrainConfig, contrastive_loss,
-                               export_encoder, load_encoder, pretrain, render_room, sample_crop, sample_pair)
+                               export_encoder, load_encoder, photometric_jitter, pretrain, render_room, sample_crop,
+                               sample_pair)
 
 # One torch thread per module (see conftest.one_torch_thread).
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -64,6 +65,28 @@ def test_contrastive_loss_rewards_matching_features():
     same = contrastive_loss(features, features, identity, matched, 0.07)
     unrelated = contrastive_loss(features, torch.randn(16, 6, 8), identity, matched, 0.07)
     assert float(same) < 0.5 and float(unrelated) > 2.0
+
+
+def test_the_exposure_gain_scales_the_light_first_and_draws_nothing_when_off():
+    """exposure_gain multiplies the light before the rest of the jitter and saturates at white as a
+    sensor does; the range (1, 1) draws no number, so runs made before it keep their stream."""
+    gray = np.tile(np.linspace(0, 255, 64).astype(np.uint8), (8, 1))
+    off, default = np.random.default_rng(3), np.random.default_rng(3)
+    assert np.array_equal(photometric_jitter(gray, off, (1.0, 1.0)), photometric_jitter(gray, default))
+    assert off.random() == default.random()
+
+    dark = gray // 2
+    gained = photometric_jitter(dark, np.random.default_rng(5), (2.0, 2.0))
+    expected_rng = np.random.default_rng(5)
+    assert expected_rng.uniform(2.0, 2.0) == 2.0  # the gain's draw, then the same jitter as before
+    expected = photometric_jitter((dark.astype(np.int32) * 2).clip(0, 255).astype(np.uint8), expected_rng)
+    assert np.allclose(gained, expected, atol=1e-5)
+
+    config = PretrainConfig(exposure_gain=(0.6, 1.4))
+    assert PretrainConfig.from_dict(config.to_dict()).exposure_gain == (0.6, 1.4)
+    older = config.to_dict()
+    del older["exposure_gain"]  # a checkpoint from before the option resumes without a gain
+    assert PretrainConfig.from_dict(older).exposure_gain == (1.0, 1.0)
 
 
 def test_pretraining_resumes_and_exports_a_checked_encoder(tmp_path):

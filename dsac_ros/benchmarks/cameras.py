@@ -52,8 +52,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-live", action="store_true", help="offline evaluation only")
     from dsac_ros.mapping.options import INPUT_NORMALIZATIONS
 
-    parser.add_argument("--input-normalization", default="fixed", choices=INPUT_NORMALIZATIONS,
-                        help="the maps' network input normalisation (MappingOptions.input_normalization)")
+    parser.add_argument("--input-normalization", default="auto", choices=INPUT_NORMALIZATIONS,
+                        help="the maps' network input normalisation (MappingOptions.input_normalization; "
+                             "default: %(default)s: per_image for rgbd, fixed for rgb)")
+    parser.add_argument("--encoder", type=Path, default=None, metavar="FILE",
+                        help="encoder file the maps are made with (MappingOptions.encoder_path; default: the "
+                             "shipped one); rows are kept apart by encoder in the JSON")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--per-frame", type=Path, default=None, metavar="DIR",
                         help="also write each row's per-frame records, offline and live side by side, to "
@@ -89,7 +93,7 @@ def _pinhole_intrinsics(bag: Path):
 
 
 def run_row(scene: str, mode: str, row: str, minutes: float, device: str, live: bool, work: Path,
-            end_to_end: bool = False, input_normalization: str = "fixed", log=print
+            end_to_end: bool = False, input_normalization: str = "auto", encoder: Path | None = None, log=print
             ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the row's metrics, its per-frame offline / live pairs: ``per_frame_pairs``)."""
     from dsac_ros.data import read_frames
@@ -101,13 +105,13 @@ def run_row(scene: str, mode: str, row: str, minutes: float, device: str, live: 
     bags = scene_bags(scene + SCENE_SUFFIX[row], log)
     read_options = {"intrinsics": _pinhole_intrinsics(bags["mapping"])} if row == "distortion ignored" else {}
     map_path = work / f"{scene}_{mode}_{row.replace(' ', '_')}.pt"
+    options = MappingOptions(mode=mode, minutes=minutes, device=device, progress=False, end_to_end=end_to_end,
+                             input_normalization=input_normalization,
+                             encoder_path=None if encoder is None else str(encoder))
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        map_recording(read_frames(bags["mapping"], **read_options), map_path,
-                      MappingOptions(mode=mode, minutes=minutes, device=device, progress=False, end_to_end=end_to_end,
-                                     input_normalization=input_normalization),
-                      log=lambda m: None)
+        map_recording(read_frames(bags["mapping"], **read_options), map_path, options, log=lambda m: None)
     map_s = time.perf_counter() - started
     use_depth = mode == "rgbd"
     # The node's gate, as the docstring says and the live rows have: without it, offline counted 6
@@ -115,8 +119,8 @@ def run_row(scene: str, mode: str, row: str, minutes: float, device: str, live: 
     # of that row on a quiet machine (per-frame records, --per-frame).
     records = evaluate_frames(Localizer(map_path, device=device), read_frames(bags["test"], **read_options),
                               use_depth=use_depth, progress=False, seed_from_stamp=True, gate_settings=GateSettings())
-    result = {"scene": scene, "mode": mode, "row": row, "input_normalization": input_normalization,
-              "minutes": minutes, "map_seconds": map_s,
+    result = {"scene": scene, "mode": mode, "row": row, "input_normalization": options.resolved_input_normalization,
+              "encoder": "shipped" if encoder is None else str(encoder), "minutes": minutes, "map_seconds": map_s,
               "offline": compute_metrics(records)}
     if live:
         from dsac_ros.ros.evaluate_live import evaluate_bag_live
@@ -151,7 +155,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines = [header, "-" * len(header)]
     for r in rows:
         off, live = r["offline"], r.get("live") or {}
-        row = r["row"] + (" (per-image)" if r.get("input_normalization") == "per_image" else "")
+        row = r["row"] + (" (per-image)" if r.get("input_normalization") == "per_image" else "") + \
+            ("" if r.get("encoder", "shipped") == "shipped" else f" [{Path(r['encoder']).parent.name}]")
         lines.append(f"{r['scene']:<11} {r['mode']:<5} {row:<31} {_fmt(off['pct_5cm_5deg']):>14} "
                      f"{_fmt(off['pct_2cm_2deg']):>7} {_fmt(off['median_translation_cm']):>7} "
                      f"{_fmt(live.get('pct_5cm_5deg')):>11} {_fmt(live.get('pct_2cm_2deg')):>7} "
@@ -178,16 +183,16 @@ def run(args: argparse.Namespace) -> int:
                     raise SystemExit(f"unknown row {row!r}; choose from {', '.join(ROWS)}")
                 print(f"{scene} {mode} {row} ...", flush=True)
                 result, per_frame = run_row(scene, mode, row, args.minutes, args.device, not args.no_live, work,
-                                            args.end_to_end, args.input_normalization)
+                                            args.end_to_end, args.input_normalization, args.encoder)
                 result["end_to_end"] = args.end_to_end
                 if args.per_frame is not None:
                     args.per_frame.mkdir(parents=True, exist_ok=True)
-                    suffix = "_per_image" if args.input_normalization == "per_image" else ""
+                    suffix = "_" + result["input_normalization"]
                     name = f"{scene}_{mode}_{row.replace(' ', '_')}{suffix}.json"
                     (args.per_frame / name).write_text(json.dumps(per_frame, indent=1) + "\n")
-                key = (scene, mode, row, args.input_normalization)
-                rows = [r for r in rows if (r["scene"], r["mode"], r["row"], r.get("input_normalization", "fixed"))
-                        != key] + [result]
+                key = (scene, mode, row, result["input_normalization"], result["encoder"])
+                rows = [r for r in rows if (r["scene"], r["mode"], r["row"], r.get("input_normalization", "fixed"),
+                                            r.get("encoder", "shipped")) != key] + [result]
                 new_rows.append(result)
                 args.out.write_text(json.dumps({"rows": rows}, indent=2, default=str) + "\n")
                 print(format_table([result]).splitlines()[-1], flush=True)

@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (default 1: on a shared 2-core CPU more threads spin-wait)")
+    parser.add_argument("--exposure-gain", type=float, nargs=2, default=(1.0, 1.0), metavar=("LOW", "HIGH"),
+                        help="random camera exposure gain per training image, before the other jitter "
+                             "(default: 1 1, none; the *_sensor scenes' test frames use 0.6 1.4)")
     parser.add_argument("--init-encoder", type=Path,
                         help="continue training this encoder file (e.g. dsac_ros/assets/encoder.pt) in a new run folder")
     parser.add_argument("--export", type=Path, help="write the encoder file here when the run ends")
@@ -40,7 +43,11 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, args.threads))
     device = resolve_device(args.device)
     print(f"device: {describe_device(device)}")
-    config = PretrainConfig(scenes=args.scenes, views_per_scene=args.views, objective=args.objective)
+    low, high = args.exposure_gain
+    if not 0 < low <= high:
+        raise SystemExit(f"--exposure-gain needs 0 < LOW <= HIGH, got {low} {high}")
+    config = PretrainConfig(scenes=args.scenes, views_per_scene=args.views, objective=args.objective,
+                            exposure_gain=(float(low), float(high)))
     checkpoint = pretrain(args.out, config, args.hours, device=device, init_encoder=args.init_encoder)
     if args.export:
         command = "dsac-ros pretrain-encoder " + " ".join(shlex.quote(a) for a in sys.argv[2:])

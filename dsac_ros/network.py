@@ -298,8 +298,13 @@ def normalize_unit_gray(gray_01, normalization: dict[str, Any] = DEFAULT_NORMALI
 
     ``normalization["per_image"]`` (maps that ask for it): each image is standardised by its own
     mean and standard deviation instead of the fixed ones, which cancels a change of exposure
-    (gain) exactly and of gamma largely, at mapping and at localisation alike."""
+    (gain) exactly and of gamma largely, at mapping and at localisation alike.
+    ``normalization["per_image_gain"]``: each image is scaled to the fixed mean first (one gain
+    per image, contrast kept), then normalised with the fixed mean and std."""
     gray = torch.as_tensor(gray_01)
+    if normalization.get("per_image_gain"):
+        gain = float(normalization["mean"]) / gray.mean(dim=(-2, -1), keepdim=True).clamp_min(1e-3)
+        return (gray * gain - float(normalization["mean"])) / float(normalization["std"])
     if normalization.get("per_image"):
         mean = gray.mean(dim=(-2, -1), keepdim=True)
         std = gray.std(dim=(-2, -1), keepdim=True).clamp_min(1e-3)

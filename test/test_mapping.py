@@ -326,9 +326,9 @@ def test_the_covariance_consistency_on_the_tiny_scene_falls_in_its_band(tiny_map
 
 
 def test_per_image_normalisation_cancels_an_exposure_change(tiny_frames, tmp_path):
-    """input_normalization="per_image": each image is standardised by its own mean and std, at
-    mapping and (the map stores it) at localisation, so a gain on the image changes nothing but
-    uint8 rounding and clipping."""
+    """input_normalization="per_image" (each image standardised by its own mean and std) and
+    "per_image_gain" (each image scaled to the fixed mean), at mapping and (the map stores it) at
+    localisation: a gain on the image changes nothing but uint8 rounding and clipping."""
     from dsac_ros.localizer import Localizer
     from dsac_ros.network import normalize_unit_gray
 
@@ -336,40 +336,50 @@ def test_per_image_normalisation_cancels_an_exposure_change(tiny_frames, tmp_pat
     per_image = {"mean": 0.4, "std": 0.25, "per_image": True}
     assert torch.allclose(normalize_unit_gray(gray * 1.4, per_image), normalize_unit_gray(gray, per_image), atol=1e-5)
     assert not torch.allclose(normalize_unit_gray(gray * 1.4), normalize_unit_gray(gray), atol=1e-2)
+    # per_image_gain cancels the gain too, but keeps each image's contrast: the fixed normalisation
+    # of the image scaled to the fixed mean (0.4), so a flatter image stays flatter.
+    gain = {"mean": 0.4, "std": 0.25, "per_image_gain": True}
+    assert torch.allclose(normalize_unit_gray(gray * 1.4, gain), normalize_unit_gray(gray, gain), atol=1e-5)
+    scaled = gray * (0.4 / gray.mean())
+    assert torch.allclose(normalize_unit_gray(gray, gain), (scaled - 0.4) / 0.25, atol=1e-5)
+    flatter = 0.5 * gray + 0.5 * gray.mean()
+    assert float(normalize_unit_gray(flatter, gain).std()) < 0.6 * float(normalize_unit_gray(gray, gain).std())
+    assert torch.allclose(normalize_unit_gray(flatter, per_image).std(), normalize_unit_gray(gray, per_image).std())
 
     # Scene coordinates of the tiny scene's frames and of the same frames 20 % darker, from a map
     # of each kind: measured median shifts 25 cm (fixed) and 1.8 cm (per_image), the rest being
     # uint8 rounding of the darker 160 x 120 images.
     shifts = {}
-    for normalization in ("fixed", "per_image"):
+    for normalization in ("fixed", "per_image", "per_image_gain"):
         out = tmp_path / f"{normalization}.pt"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             mp.map_recording(tiny_frames, out, tiny_options(max_steps=200, max_e2e_steps=0,
                                                             input_normalization=normalization), log=lambda message: None)
         localizer = Localizer(out, device="cpu")
-        assert bool(localizer.map.normalization.get("per_image")) == (normalization == "per_image")
+        assert bool(localizer.map.normalization.get(normalization)) == (normalization != "fixed")
         medians = []
         for frame in tiny_frames[::4]:
             darker = np.clip(frame.image_rgb.astype(np.float32) * 0.8 + 0.5, 0, 255).astype(np.uint8)
             plain, dimmed = localizer.predict(frame.image_rgb)[0], localizer.predict(darker)[0]
             medians.append(float(torch.linalg.norm(plain - dimmed, dim=1).median()))
         shifts[normalization] = float(np.mean(medians))
-    assert shifts["per_image"] < 0.05 and shifts["fixed"] > 0.10, shifts
+    assert shifts["per_image"] < 0.05 and shifts["per_image_gain"] < 0.05 and shifts["fixed"] > 0.10, shifts
     with pytest.raises(mp.MappingError, match="input_normalization must be one of"):
         tiny_options(input_normalization="mean_only")
 
 
-def test_auto_input_normalisation_follows_the_mode():
-    """The default, "auto": per-image standardisation for rgbd scene-memory maps (sensor effects
-    cost them nothing on clean frames), the fixed mean / std for rgb, full and MLP heads; an
-    explicit choice is kept."""
-    assert mp.MappingOptions(mode="rgbd").input_normalization == "auto"
-    assert mp.MappingOptions(mode="rgbd").normalization.get("per_image") is True
-    assert mp.MappingOptions(mode="rgbd", network="fast").resolved_input_normalization == "fixed"
-    for mode in ("rgb", "full"):
+def test_auto_input_normalisation_follows_the_head():
+    """The default, "auto": one gain per image (per_image_gain) for scene-memory maps, rgbd and rgb
+    alike (it cancels exposure changes and costs clean frames little, bench cameras), the fixed
+    mean / std for MLP heads and full mode, where it was not measured; an explicit choice is kept."""
+    for mode in ("rgbd", "rgb"):
         options = mp.MappingOptions(mode=mode)
-        assert options.resolved_input_normalization == "fixed" and "per_image" not in options.normalization
+        assert options.input_normalization == "auto" and options.resolved_input_normalization == "per_image_gain"
+        assert options.normalization.get("per_image_gain") is True and "per_image" not in options.normalization
+    for options in (mp.MappingOptions(mode="full"), mp.MappingOptions(mode="rgbd", network="fast")):
+        assert options.resolved_input_normalization == "fixed"
+        assert not {"per_image", "per_image_gain"} & set(options.normalization)
     assert mp.MappingOptions(mode="rgbd", input_normalization="fixed").resolved_input_normalization == "fixed"
     assert mp.MappingOptions(mode="rgb", input_normalization="per_image").normalization["per_image"] is True
 

@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--input-normalization", default="auto", choices=INPUT_NORMALIZATIONS,
                         help="the maps' network input normalisation (MappingOptions.input_normalization; "
-                             "default: %(default)s: per_image for rgbd, fixed for rgb)")
+                             "default: %(default)s, per_image_gain for these memory maps)")
     parser.add_argument("--encoder", type=Path, default=None, metavar="FILE",
                         help="encoder file the maps are made with (MappingOptions.encoder_path; default: the "
                              "shipped one); rows are kept apart by encoder in the JSON")
@@ -155,7 +155,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     lines = [header, "-" * len(header)]
     for r in rows:
         off, live = r["offline"], r.get("live") or {}
-        row = r["row"] + (" (per-image)" if r.get("input_normalization") == "per_image" else "") + \
+        norm = r.get("input_normalization", "fixed")
+        row = r["row"] + ("" if norm == "fixed" else f" ({norm.replace('_', '-')})") + \
             ("" if r.get("encoder", "shipped") == "shipped" else f" [{Path(r['encoder']).parent.name}]")
         lines.append(f"{r['scene']:<11} {r['mode']:<5} {row:<31} {_fmt(off['pct_5cm_5deg']):>14} "
                      f"{_fmt(off['pct_2cm_2deg']):>7} {_fmt(off['median_translation_cm']):>7} "

@@ -56,8 +56,8 @@ def _cache_dir() -> Path:
 
 def scene_map(scene: str, device: str, log=print, mode: str = "rgbd", triangulation: str | None = None) -> Path:
     """The scene's memory map for ``mode`` (no end-to-end stage: the same work on any load), made
-    once; rgb ``triangulation`` other than the default, and per-image normalisation (rgbd's
-    default), get a file of their own."""
+    once; rgb ``triangulation`` other than the default, and a normalisation other than fixed,
+    get a file of their own."""
     from dsac_ros.benchmarks.cameras import scene_bags
     from dsac_ros.data import read_frames
     from dsac_ros.mapping import MappingOptions, MemoryOptions, map_recording
@@ -65,7 +65,7 @@ def scene_map(scene: str, device: str, log=print, mode: str = "rgbd", triangulat
     memory = MemoryOptions() if triangulation is None else MemoryOptions(triangulation=triangulation)
     options = MappingOptions(mode=mode, device=device, progress=False, end_to_end=False, memory=memory)
     suffix = ("" if triangulation is None else f"_{triangulation}") + \
-        ("_per_image" if options.resolved_input_normalization == "per_image" else "")
+        ("" if options.resolved_input_normalization == "fixed" else f"_{options.resolved_input_normalization}")
     path = _cache_dir() / "bench_frame" / f"{scene}_{mode}{suffix}.pt"
     if not path.exists():
         log(f"mapping {scene} ({mode}, scene memory) into {path} (once)")

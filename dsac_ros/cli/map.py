@@ -62,9 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "256 bytes each (default: %(default)s)")
     parser.add_argument("--input-normalization", choices=INPUT_NORMALIZATIONS,
                         default=default_of(MappingOptions, "input_normalization"),
-                        help="network input: fixed mean / std, per_image (each image standardised by its own: "
-                             "for cameras with auto-exposure), or auto: per_image for rgbd memory maps, fixed "
-                             "otherwise (default: %(default)s)")
+                        help="network input: fixed mean / std; per_image_gain (each image scaled to the fixed "
+                             "mean: cancels auto-exposure); per_image (each image standardised by its own mean "
+                             "and std); auto: per_image_gain for memory maps, fixed otherwise (default: %(default)s)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for PyTorch (default: PyTorch's)")
     parser.add_argument("--seed", type=int, default=default_of(MappingOptions, "seed"),
                         help="random seed (default: %(default)s)")

@@ -15,7 +15,7 @@ from dsac_ros.network import (DEFAULT_INPUT_HEIGHT_PX, DEFAULT_NORMALIZATION, OU
 
 
 MODES = ("rgbd", "rgb", "full")
-INPUT_NORMALIZATIONS = ("auto", "fixed", "per_image")
+INPUT_NORMALIZATIONS = ("auto", "fixed", "per_image", "per_image_gain")
 
 
 class MappingError(ValueError):
@@ -124,13 +124,14 @@ class MappingOptions:
     # "fast" / "ace" train an MLP head instead (10 minutes reach about 40 cm on small_room).
     network: Optional[str] = None
     input_height_px: int = DEFAULT_INPUT_HEIGHT_PX
-    # Network input: "fixed" (one mean and std for every image), "per_image" (each image
-    # standardised by its own: a camera's auto-exposure and gamma changes cancel; stored in the map,
-    # so localisation does the same) or "auto": per_image for rgbd scene-memory maps (where it was
-    # measured), fixed for the rest.
-    # bench cameras (session 8, one run, % within 5 cm / 5 deg): with per_image every *_sensor row
-    # is within 1 point of its clean row (rgbd 98.7 -> 100.0 and 93.5 -> 100.0) and clean rgbd
-    # loses nothing; but clean rgb loses 10.6 points on small_room (93.3 -> 82.7), so rgb stays fixed.
+    # Network input: "fixed" (one mean and std for every image), "per_image_gain" (each image
+    # scaled to the fixed mean first: one gain per image cancels a camera's exposure change,
+    # contrast is kept), "per_image" (each image standardised by its own mean and std), or "auto":
+    # per_image_gain for scene-memory maps, fixed for MLP heads and full mode (not measured there).
+    # The map stores it, so localisation does the same. bench cameras, % within 5 cm / 5 deg, memory
+    # maps, session 9: small_room rgb clean / *_sensor: fixed 93.3 / 74.7, per_image 82.7 / 83.3,
+    # per_image_gain 92.0 / 92.0; rgb queries on a small_room rgbd map: fixed 92.7, per_image 81.3,
+    # per_image_gain 92.7 (README's camera table has large_room and the rest).
     input_normalization: str = "auto"
     frame_stride: int = 1
     # Memory head: mapping frames retrieved per image, whose cells are searched for each cell.
@@ -179,18 +180,17 @@ class MappingOptions:
 
     @property
     def resolved_input_normalization(self) -> str:
-        """``input_normalization`` with "auto" decided by mode and head: "per_image" or "fixed"."""
+        """``input_normalization`` with "auto" decided by the head: "per_image_gain" or "fixed"."""
         if self.input_normalization == "auto":
-            memory = is_memory_head(network_config(self.network)["head"])
-            return "per_image" if self.mode == "rgbd" and memory else "fixed"
+            return "per_image_gain" if is_memory_head(network_config(self.network)["head"]) else "fixed"
         return self.input_normalization
 
     @property
     def normalization(self) -> dict[str, Any]:
         """The network input normalisation the map is made with and stores (``normalize_unit_gray``)."""
         normalization = dict(DEFAULT_NORMALIZATION)
-        if self.resolved_input_normalization == "per_image":
-            normalization["per_image"] = True
+        if self.resolved_input_normalization in ("per_image", "per_image_gain"):
+            normalization[self.resolved_input_normalization] = True
         return normalization
 
     def to_dict(self) -> dict[str, Any]:

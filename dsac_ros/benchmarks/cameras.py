@@ -150,7 +150,7 @@ def _fmt(value, digits: int = 1) -> str:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    header = (f"{'scene':<11} {'mode':<5} {'row':<31} {'offline 5cm/5d':>14} {'2cm/2d':>7} {'med cm':>7} "
+    header = (f"{'scene':<11} {'mode':<5} {'row':<38} {'offline 5cm/5d':>14} {'2cm/2d':>7} {'med cm':>7} "
               f"{'live 5cm/5d':>11} {'2cm/2d':>7} {'med cm':>7}")
     lines = [header, "-" * len(header)]
     for r in rows:
@@ -158,7 +158,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         norm = r.get("input_normalization", "fixed")
         row = r["row"] + ("" if norm == "fixed" else f" ({norm.replace('_', '-')})") + \
             ("" if r.get("encoder", "shipped") == "shipped" else f" [{Path(r['encoder']).parent.name}]")
-        lines.append(f"{r['scene']:<11} {r['mode']:<5} {row:<31} {_fmt(off['pct_5cm_5deg']):>14} "
+        lines.append(f"{r['scene']:<11} {r['mode']:<5} {row:<38} {_fmt(off['pct_5cm_5deg']):>14} "
                      f"{_fmt(off['pct_2cm_2deg']):>7} {_fmt(off['median_translation_cm']):>7} "
                      f"{_fmt(live.get('pct_5cm_5deg')):>11} {_fmt(live.get('pct_2cm_2deg')):>7} "
                      f"{_fmt(live.get('median_translation_cm')):>7}")

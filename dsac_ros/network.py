@@ -303,9 +303,8 @@ def normalize_unit_gray(gray_01, normalization: dict[str, Any] = DEFAULT_NORMALI
     per image, contrast kept), then normalised with the fixed mean and std."""
     gray = torch.as_tensor(gray_01)
     if normalization.get("per_image_gain"):
-        gain = float(normalization["mean"]) / gray.mean(dim=(-2, -1), keepdim=True).clamp_min(1e-3)
-        return (gray * gain - float(normalization["mean"])) / float(normalization["std"])
-    if normalization.get("per_image"):
+        gray = gray * (float(normalization["mean"]) / gray.mean(dim=(-2, -1), keepdim=True).clamp_min(1e-3))
+    elif normalization.get("per_image"):
         mean = gray.mean(dim=(-2, -1), keepdim=True)
         std = gray.std(dim=(-2, -1), keepdim=True).clamp_min(1e-3)
         return (gray - mean) / std

@@ -145,6 +145,13 @@ def per_frame_pairs(offline: list, live: list) -> list[dict[str, Any]]:
             for record in offline]
 
 
+def _variant_suffix(result: dict[str, Any]) -> str:
+    """'' for a row of the fixed normalisation and the shipped encoder, else what sets it apart
+    (the JSON keeps such rows apart too), e.g. '_per_image_gain' or '_per_image_gain_exposure'."""
+    norm, encoder = result.get("input_normalization", "fixed"), result.get("encoder", "shipped")
+    return ("" if norm == "fixed" else f"_{norm}") + ("" if encoder == "shipped" else f"_{Path(encoder).parent.name}")
+
+
 def _fmt(value, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -188,8 +195,7 @@ def run(args: argparse.Namespace) -> int:
                 result["end_to_end"] = args.end_to_end
                 if args.per_frame is not None:
                     args.per_frame.mkdir(parents=True, exist_ok=True)
-                    suffix = "_" + result["input_normalization"]
-                    name = f"{scene}_{mode}_{row.replace(' ', '_')}{suffix}.json"
+                    name = f"{scene}_{mode}_{row.replace(' ', '_')}{_variant_suffix(result)}.json"
                     (args.per_frame / name).write_text(json.dumps(per_frame, indent=1) + "\n")
                 key = (scene, mode, row, result["input_normalization"], result["encoder"])
                 rows = [r for r in rows if (r["scene"], r["mode"], r["row"], r.get("input_normalization", "fixed"),

@@ -10,9 +10,9 @@ goes through what the node does with it, each stage timed:
     ransac     DSAC: sampling, scoring, refinement, covariance
     publish    PoseStamped, PoseWithCovarianceStamped and TF built and serialised as the node does
 
-Backends run one after the other in the same run, each over all frames, as a node runs one
-(not interleaved frame by frame, where one backend's thread pools could slow the other's stages). Accuracy (node gate, seeded by stamp)
-is reported per backend with the time. A second part feeds frames of the other scene to each
+Backends run one after the other in the same run, each over all frames, as a node runs one (not
+interleaved frame by frame, where one backend's thread pools could slow the other's stages).
+Accuracy (node gate, seeded by stamp) is reported per backend with the time. A second part feeds frames of the other scene to each
 map: hopeless frames, which must end LOST quickly; with and without ``--time-budget-ms``.
 
     dsac-ros bench frame [--scenes small_room,large_room] [--backends torch,onnxruntime] [--threads 2]

@@ -347,8 +347,8 @@ def test_per_image_normalisation_cancels_an_exposure_change(tiny_frames, tmp_pat
     assert torch.allclose(normalize_unit_gray(flatter, per_image).std(), normalize_unit_gray(gray, per_image).std())
 
     # Scene coordinates of the tiny scene's frames and of the same frames 20 % darker, from a map
-    # of each kind: measured median shifts 25 cm (fixed) and 1.8 cm (per_image), the rest being
-    # uint8 rounding of the darker 160 x 120 images.
+    # of each kind: measured median shifts 25 cm (fixed), 1.8 cm (per_image) and 2.0 cm
+    # (per_image_gain), the rest being uint8 rounding of the darker 160 x 120 images.
     shifts = {}
     for normalization in ("fixed", "per_image", "per_image_gain"):
         out = tmp_path / f"{normalization}.pt"

@@ -65,6 +65,11 @@ class RansacOptions:
     # Wall-clock cap on one frame's DSAC (sampling, scoring, refinement) in ms; 0 = none. A frame
     # that runs past it is LOST ("time_budget_exceeded"), so a hopeless frame never blocks the next.
     time_budget_ms: float = 0.0
+    # torch's CPU threads while a frame's DSAC runs (``Localizer``; 0 = torch's own setting). Its
+    # tensors (64 hypotheses x 1200 cells) are too small to gain from more: measured on 2 cores,
+    # 8.7-9.2 ms with 1 thread against 12-17 ms with 2, and 2 threads ran 2 times slower in a
+    # worker thread (the node's) than in the main one.
+    threads: int = 1
 
     def __post_init__(self) -> None:
         if self.hypotheses < 1:
@@ -79,6 +84,8 @@ class RansacOptions:
             raise ValueError(f"unknown refinement_loss {self.refinement_loss!r}; choose 'cauchy' or 'squared'")
         if self.max_sampling_rounds < 1 or self.max_candidates_per_round < 1:
             raise ValueError("the sampling budget must be positive")
+        if self.threads < 0:
+            raise ValueError(f"threads must be >= 0 (0 = torch's own setting), got {self.threads}")
         if not self.time_budget_ms >= 0:
             raise ValueError(f"time_budget_ms must be >= 0 (0 = no cap), got {self.time_budget_ms}")
 

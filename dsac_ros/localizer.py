@@ -26,7 +26,7 @@ import torch
 from dsac_ros.camera import Intrinsics
 from dsac_ros.covariance import CovarianceFloor, apply_floor
 from dsac_ros.depth_alignment import DepthAlignment, DepthAlignmentOptions, align_to_depth
-from dsac_ros.device import describe_device, resolve_device
+from dsac_ros.device import describe_device, resolve_device, torch_threads
 from dsac_ros.dsac import RansacOptions, estimate_pose
 from dsac_ros.inference import make_encoder_runner
 from dsac_ros.mapfile import SceneMap, load_map
@@ -354,7 +354,9 @@ def localize_coordinates(coords_world: torch.Tensor, pixels_xy: torch.Tensor, in
     status, reasons and covariance check as a full ``localize``. timings_ms: "ransac", "total".
     """
     start = time.perf_counter()
-    estimate, info = estimate_pose(pixels_xy, coords_world, intrinsics, options, coords_cam=coords_cam, grid_hw=grid_hw)
+    with torch_threads(options.threads if coords_world.device.type == "cpu" else 0):
+        estimate, info = estimate_pose(pixels_xy, coords_world, intrinsics, options, coords_cam=coords_cam,
+                                       grid_hw=grid_hw)
     ransac_ms = (time.perf_counter() - start) * 1e3
     timings = {"network": 0.0, "ransac": ransac_ms, "total": ransac_ms}
     correspondences = int(pixels_xy.shape[0])

@@ -227,6 +227,41 @@ def test_num_threads_option(map_path):
         torch.set_num_threads(threads)
 
 
+def test_dsac_runs_with_its_own_thread_count_and_restores_torchs(localizer, fitted_frames, monkeypatch):
+    # ransac.threads sets torch's threads for the DSAC step only (a spy records the count the real
+    # estimate_pose ran with); the encoder and lookup keep the process's setting, restored afterwards
+    # even when DSAC raises; the pose does not depend on the count (same seed, same hypotheses).
+    import dsac_ros.localizer as localizer_module
+
+    seen, real = [], localizer_module.estimate_pose
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(localizer_module, "estimate_pose", spy)
+    frame = fitted_frames[1]
+    before = torch.get_num_threads()
+    poses = {}
+    for threads in (2, 1, 0):
+        result = localizer.localize(frame.image_rgb, frame.intrinsics, seed=5,
+                                    ransac=dataclasses.replace(localizer.ransac, threads=threads))
+        assert result.success and torch.get_num_threads() == before
+        poses[threads] = result.world_T_cam
+    assert seen == [2, 1, before]
+    np.testing.assert_allclose(poses[2], poses[1], atol=1e-4)  # float sums in another order, same hypothesis
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("solver exploded")
+
+    monkeypatch.setattr(localizer_module, "estimate_pose", failing)
+    with pytest.raises(RuntimeError, match="exploded"):
+        localizer.localize(frame.image_rgb, frame.intrinsics, seed=5, ransac=dataclasses.replace(localizer.ransac, threads=2))
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads must be >= 0"):
+        RansacOptions(threads=-1)
+
+
 def test_device_cpu_is_logged(map_path, caplog):
     with caplog.at_level(logging.INFO, logger="dsac_ros.localizer"):
         localizer = Localizer(load_map(map_path), device="cpu")

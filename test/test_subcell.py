@@ -41,6 +41,21 @@ def test_a_key_between_two_cells_is_placed_between_them():
     assert grid.shape == (4, 5, 2) and grid.abs().max() == 0
 
 
+
+@pytest.mark.parametrize("height, width", [(30, 40), (1, 5), (4, 1), (1, 1)])
+def test_the_whole_grid_step_equals_the_per_cell_step(height, width):
+    # subcell_offsets (shifted views of the grid) must give subcell_offsets_at's offsets (gathered
+    # neighbours) for every cell: the same squared distances, so the same values, border cells included.
+    generator = torch.Generator().manual_seed(7)
+    features = torch.randn(height, width, 16, generator=generator)
+    order = torch.randperm(height * width, generator=generator)  # keys of other cells, slightly off
+    keys = (features.reshape(-1, 16)[order] + 0.3 * torch.randn(height * width, 16, generator=generator))
+    per_cell = subcell_offsets_at(features, torch.arange(height * width), keys).reshape(height, width, 2)
+    torch.testing.assert_close(subcell_offsets(features, keys.reshape(height, width, 16)), per_cell,
+                               rtol=0, atol=1e-4)  # float sums in another order
+    if height * width > 100:
+        assert (per_cell != 0).float().mean() > 0.3  # the comparison covers moved cells, not only zeros
+
 def test_grid_layout_recognises_only_a_whole_row_major_grid():
     pixels = torch.tensor(cell_centers_px(4, 3, (32, 24), (64, 48)))  # 3 rows of 4 cells, 16 px apart
     (height, width), cell_px = grid_layout(pixels)

@@ -84,6 +84,8 @@ PARAMETERS: tuple[ParameterSpec, ...] = (
     ParameterSpec("ransac.time_budget_ms", 0.0, "cap on one frame's DSAC wall time, ms: a frame past it is LOST "
                   "(time_budget_exceeded) instead of blocking the next; 0 = no cap", range=(0.0, 60000.0),
                   ransac_field="time_budget_ms"),
+    ParameterSpec("ransac.threads", 1, "CPU threads of DSAC's tensor work (0 = torch's own setting); its tensors are "
+                  "too small to gain from more", range=(0, 256), ransac_field="threads"),
     ParameterSpec("subcell", True, "memory maps: each correspondence at the pixel where its matched key peaks within "
                   "the query's cell (sub-cell precision); false = at cell centres"),
     ParameterSpec("depth_alignment.enabled", DepthAlignmentOptions().enabled, "use_depth: refine DSAC's pose by "

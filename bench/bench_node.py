@@ -139,10 +139,20 @@ def main() -> int:
     info.d = [0.0] * 5
 
     def spin_until(condition, timeout_s):
+        # spin_once returns as soon as a message arrives, so waiting up to the deadline costs no CPU:
+        # with a 5 ms poll instead this process took 12 % of a core from the node's 2 (measured).
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not condition():
-            executor.spin_once(timeout_sec=0.005)
+        while not condition():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            executor.spin_once(timeout_sec=min(remaining, 0.5))
         return condition()
+
+    def spin_until_time(wake_perf_s):
+        """Handle messages until perf_counter() reaches wake_perf_s (the next send of a fixed rate)."""
+        while (remaining := wake_perf_s - time.perf_counter()) > 0:
+            executor.spin_once(timeout_sec=remaining)
 
     def image_msg(index: int, stamp_ns: int) -> Image:
         if depth_encoded:  # the depth of a stamp goes first: the node pairs it with the image by stamp
@@ -224,7 +234,7 @@ def main() -> int:
                 image_pub.publish(image_msg(len(sent_stamps), stamp))
                 sent_stamps.append(stamp)
                 next_time += period
-                spin_until(lambda: time.perf_counter() >= next_time, period * 2)
+                spin_until_time(next_time)
             wall_s = time.perf_counter() - wall_start
             cpu_s = process_cpu_seconds(node_process.pid) - cpu_before
             spin_until(lambda: sent_stamps[-1] in received_status, 5.0)

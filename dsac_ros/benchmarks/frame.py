@@ -16,6 +16,7 @@ Accuracy (node gate, seeded by stamp) is reported per backend with the time. A s
 map: hopeless frames, which must end LOST quickly; with and without ``--time-budget-ms``.
 
     dsac-ros bench frame [--scenes small_room,large_room] [--backends torch,onnxruntime] [--threads 2]
+                         [--dsac-threads 1]
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lost-frames", type=int, default=40, help="hopeless frames per scene (other scene's)")
     parser.add_argument("--time-budget-ms", type=float, default=30.0,
                         help="DSAC time budget of the capped lost-frame row (ransac.time_budget_ms)")
+    parser.add_argument("--dsac-threads", type=int, default=1,
+                        help="torch threads of DSAC (ransac.threads; 0 = the --threads setting, the pre-session-10 way)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON output (default: {DEFAULT_OUT})")
 
@@ -148,13 +151,15 @@ def _stats(values: list[float]) -> dict[str, Any]:
 def run_scene(scene: str, other_scene: str, backends: list[str], args, log=print) -> dict[str, Any]:
     from dsac_ros.benchmarks.cameras import scene_bags
     from dsac_ros.data import read_frames
+    from dsac_ros.dsac import RansacOptions
     from dsac_ros.frame import stamp_seed
     from dsac_ros.evaluation import FrameRecord, compute_metrics
     from dsac_ros.gate import GateSettings
     from dsac_ros.localizer import Localizer
 
     map_path = scene_map(scene, args.device, log)
-    pipelines = {backend: FramePipeline(Localizer(map_path, device=args.device, backend=backend))
+    ransac = RansacOptions(threads=int(getattr(args, "dsac_threads", 1)))
+    pipelines = {backend: FramePipeline(Localizer(map_path, device=args.device, backend=backend, ransac=ransac))
                  for backend in backends}
     frames = list(read_frames(scene_bags(scene, log)["test"]))[: args.max_frames]
     gate = GateSettings()
@@ -216,7 +221,7 @@ def run_scene(scene: str, other_scene: str, backends: list[str], args, log=print
 
 def format_table(result: dict[str, Any]) -> str:
     fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
-    lines = [f"whole frame, 640x480 rgbd, {result['threads']} threads, load {result['load_average_1min_start']:.1f}"
+    lines = [f"whole frame, 640x480 rgbd, {result['threads']} threads (DSAC {result.get('dsac_threads', 0) or 'the same'}), load {result['load_average_1min_start']:.1f}"
              f" -> {result['load_average_1min_end']:.1f}",
              f"{'scene':<11}{'backend':<12}{'5cm/5°':>7}{'2cm/2°':>7}"
              + "".join(f"{s:>9}" for s in STAGES[:-1]) + f"{'total med/p95/p99':>22}"]
@@ -242,7 +247,8 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(int(args.threads))
     scenes = [s for s in args.scenes.split(",") if s]
     backends = [b for b in args.backends.split(",") if b]
-    result: dict[str, Any] = {"threads": int(args.threads), "machine": platform.processor() or platform.machine(),
+    result: dict[str, Any] = {"threads": int(args.threads), "dsac_threads": int(args.dsac_threads),
+                              "machine": platform.processor() or platform.machine(),
                               "cpu_count": os.cpu_count(), "load_average_1min_start": os.getloadavg()[0],
                               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "rows": [], "lost_rows": []}
     for index, scene in enumerate(scenes):

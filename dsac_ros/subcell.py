@@ -63,8 +63,8 @@ def subcell_offsets(features: torch.Tensor, matched_keys: torch.Tensor) -> torch
     """(h, w, C) query features, (h, w, C) each cell's matched key -> (h, w, 2) (dx, dy) in cells.
 
     ``subcell_offsets_at`` for every cell of the grid, with the neighbours taken as shifted views
-    of the grid instead of gathered rows: the same distances, 0.7 instead of 3.4 ms for a 40 x 30
-    grid of 128 channels (2 threads), a tenth of a frame's lookup."""
+    of the grid instead of gathered rows: the same distances, 0.35 instead of 1.6 ms for a 40 x 30
+    grid of 128 channels (2 threads, contiguous features)."""
     features, keys = features.float(), matched_keys.float()
     height, width, _ = features.shape
     centre = ((features - keys) ** 2).sum(-1)

@@ -379,7 +379,8 @@ def pretrain(out_dir: Path, config: PretrainConfig, hours: float, device: torch.
                 median_cm = float(error_m.detach().median()) * 100
             if config.objective in ("contrastive", "both"):
                 pair_losses = []
-                for room_id in rng.choice(len(rooms), size=max(1, config.images_per_step // 2), replace=False):
+                for room_id in rng.choice(len(rooms), size=min(max(1, config.images_per_step // 2), len(rooms)),
+                                         replace=False):
                     pair = sample_pair(rooms[room_id], rng, exposure_gain=tuple(config.exposure_gain))
                     if pair is None:
                         continue

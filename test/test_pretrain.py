@@ -140,3 +140,20 @@ def test_shipped_encoder_loads_and_matches_its_recorded_checksum():
     assert training["steps"] > 0 and len(training["commit"]) == 40 and "pretrain-encoder" in training["command"]
     assert training["config"]["scenes"] > 0  # procedural rooms PRETRAIN_SEED_BASE + i, never a standard scene
     assert encoder(torch.zeros(1, 1, 240, 320)).shape == (1, meta["encoder_config"]["feature_channels"], 30, 40)
+
+
+def test_the_cli_trains_the_encoder_shape_it_is_given_and_refuses_bad_widths(tmp_path):
+    from dsac_ros.cli import main
+
+    out = tmp_path / "run"
+    common = ["pretrain-encoder", "--out", str(out), "--scenes", "1", "--views", "2", "--objective", "contrastive",
+              "--hours", "1"]
+    assert main(common + ["--encoder-channels", "4", "8", "8", "16", "--encoder-blocks", "0", "--steps", "1",
+                          "--export", str(tmp_path / "encoder.pt")]) == 0
+    encoder, meta = load_encoder(tmp_path / "encoder.pt")
+    assert meta["encoder_config"] == {"channels": [4, 8, 8, 16], "residual_blocks": 0, "feature_channels": 128}
+    assert meta["training"]["steps"] == 1
+    assert len(encoder.blocks) == 0
+    for bad in (["--encoder-channels", "0", "8", "8", "16"], ["--encoder-blocks", "-1"]):
+        with pytest.raises(SystemExit, match="needs"):
+            main(["pretrain-encoder", "--out", str(tmp_path / "bad"), *bad])

@@ -16,7 +16,7 @@ Accuracy (node gate, seeded by stamp) is reported per backend with the time. A s
 map: hopeless frames, which must end LOST quickly; with and without ``--time-budget-ms``.
 
     dsac-ros bench frame [--scenes small_room,large_room] [--backends torch,onnxruntime] [--threads 2]
-                         [--dsac-threads 1]
+                         [--dsac-threads 1] [--encoders shipped,FILE,...]
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ STAGES = ("decode", "prepare", "encoder", "lookup", "ransac", "alignment", "publ
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenes", default="small_room,large_room", help="comma-separated standard scenes")
     parser.add_argument("--backends", default="torch,onnxruntime", help="comma-separated encoder backends")
+    parser.add_argument("--encoders", default="shipped",
+                        help="comma-separated encoder files the maps are made with, side by side ('shipped' = "
+                             "dsac_ros/assets/encoder.pt, the default)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch, faiss, onnxruntime)")
     parser.add_argument("--max-frames", type=int, default=None, help="test frames per scene (default: all)")
     parser.add_argument("--lost-frames", type=int, default=40, help="hopeless frames per scene (other scene's)")
@@ -57,18 +60,35 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("DSAC_ROS_CACHE", REPO_ROOT / ".cache"))
 
 
-def scene_map(scene: str, device: str, log=print, mode: str = "rgbd", triangulation: str | None = None) -> Path:
+def encoder_label(encoder: str | None) -> str:
+    """'shipped', or an encoder file's shape: 'widths C0-C1-C2-C3 xN blocks' as '8-16-32-64x2'."""
+    if encoder in (None, "", "shipped"):
+        return "shipped"
+    from dsac_ros.encoder_file import load_encoder
+
+    config = load_encoder(Path(encoder))[1]["encoder_config"]
+    return "-".join(str(c) for c in config["channels"]) + f"x{config['residual_blocks']}"
+
+
+def scene_map(scene: str, device: str, log=print, mode: str = "rgbd", triangulation: str | None = None,
+              encoder: str | None = None) -> Path:
     """The scene's memory map for ``mode`` (no end-to-end stage: the same work on any load), made
-    once; rgb ``triangulation`` other than the default, and a normalisation other than fixed,
-    get a file of their own."""
+    once; rgb ``triangulation`` other than the default, a normalisation other than fixed, and an
+    encoder file other than the shipped one (named by its weights' digest) get a file of their own."""
     from dsac_ros.benchmarks.cameras import scene_bags
     from dsac_ros.data import read_frames
     from dsac_ros.mapping import MappingOptions, MemoryOptions, map_recording
 
     memory = MemoryOptions() if triangulation is None else MemoryOptions(triangulation=triangulation)
-    options = MappingOptions(mode=mode, device=device, progress=False, end_to_end=False, memory=memory)
+    shipped = encoder in (None, "", "shipped")
+    options = MappingOptions(mode=mode, device=device, progress=False, end_to_end=False, memory=memory,
+                             encoder_path=None if shipped else str(encoder))
     suffix = ("" if triangulation is None else f"_{triangulation}") + \
         ("" if options.resolved_input_normalization == "fixed" else f"_{options.resolved_input_normalization}")
+    if not shipped:
+        from dsac_ros.encoder_file import load_encoder
+
+        suffix += "_encoder-" + load_encoder(Path(encoder))[1]["weights_sha256"][:12]
     path = _cache_dir() / "bench_frame" / f"{scene}_{mode}{suffix}.pt"
     if not path.exists():
         log(f"mapping {scene} ({mode}, scene memory) into {path} (once)")
@@ -148,7 +168,8 @@ def _stats(values: list[float]) -> dict[str, Any]:
             "p99": float(np.percentile(array, 99)), "count": int(len(array))}
 
 
-def run_scene(scene: str, other_scene: str, backends: list[str], args, log=print) -> dict[str, Any]:
+def run_scene(scene: str, other_scene: str, backends: list[str], args, log=print,
+              encoders: tuple[str, ...] = ("shipped",)) -> dict[str, Any]:
     from dsac_ros.benchmarks.cameras import scene_bags
     from dsac_ros.data import read_frames
     from dsac_ros.dsac import RansacOptions
@@ -157,10 +178,18 @@ def run_scene(scene: str, other_scene: str, backends: list[str], args, log=print
     from dsac_ros.gate import GateSettings
     from dsac_ros.localizer import Localizer
 
-    map_path = scene_map(scene, args.device, log)
     ransac = RansacOptions(threads=int(getattr(args, "dsac_threads", 1)))
-    pipelines = {backend: FramePipeline(Localizer(map_path, device=args.device, backend=backend, ransac=ransac))
-                 for backend in backends}
+    # One pipeline per (encoder, backend), keyed "label/backend"; the shipped encoder keeps the
+    # plain backend key of earlier results.
+    pipelines, encoder_of = {}, {}
+    for encoder in encoders:
+        map_path = scene_map(scene, args.device, log, encoder=encoder)
+        label = encoder_label(encoder)
+        for backend in backends:
+            key = backend if label == "shipped" else f"{label}/{backend}"
+            pipelines[key] = FramePipeline(Localizer(map_path, device=args.device, backend=backend, ransac=ransac))
+            encoder_of[key] = label
+    backends = list(pipelines)
     frames = list(read_frames(scene_bags(scene, log)["test"]))[: args.max_frames]
     gate = GateSettings()
     records: dict[str, list] = {backend: [] for backend in backends}
@@ -184,7 +213,7 @@ def run_scene(scene: str, other_scene: str, backends: list[str], args, log=print
     rows = []
     for backend, pipeline in pipelines.items():
         metrics = compute_metrics(records[backend])
-        rows.append({"scene": scene, "backend": pipeline.localizer.backend,
+        rows.append({"scene": scene, "backend": pipeline.localizer.backend, "encoder": encoder_of[backend],
                      "backend_note": pipeline.localizer.backend_note, "frames": len(frames),
                      "pct_5cm_5deg": metrics["pct_5cm_5deg"], "pct_2cm_2deg": metrics["pct_2cm_2deg"],
                      "published_pct": metrics.get("published_pct"),
@@ -212,6 +241,7 @@ def run_scene(scene: str, other_scene: str, backends: list[str], args, log=print
                 key = re.sub(r"\d+", "N", record.reason or str(record.status))  # "N inliers < min_inliers 50"
                 reasons[key] = reasons.get(key, 0) + 1
             lost_rows.append({"scene": scene, "frames_from": other_scene, "backend": pipeline.localizer.backend,
+                              "encoder": encoder_of[backend],
                               "time_budget_ms": budget_ms, "frames": len(lost_frames),
                               "published_wrongly": published, "outcomes": reasons, "total_ms": _stats(totals),
                               "ransac_ms": _stats(ransac_ms),
@@ -219,23 +249,29 @@ def run_scene(scene: str, other_scene: str, backends: list[str], args, log=print
     return {"rows": rows, "lost_rows": lost_rows}
 
 
+def _variant(row: dict[str, Any]) -> str:
+    encoder = row.get("encoder", "shipped")
+    return row["backend"] if encoder == "shipped" else f"{encoder}/{row['backend']}"
+
+
 def format_table(result: dict[str, Any]) -> str:
     fmt = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
+    width = max([12] + [len(_variant(row)) + 1 for row in result["rows"]])
     lines = [f"whole frame, 640x480 rgbd, {result['threads']} threads (DSAC {result.get('dsac_threads', 0) or 'the same'}), load {result['load_average_1min_start']:.1f}"
              f" -> {result['load_average_1min_end']:.1f}",
-             f"{'scene':<11}{'backend':<12}{'5cm/5°':>7}{'2cm/2°':>7}"
+             f"{'scene':<11}{'backend':<{width}}{'5cm/5°':>7}{'2cm/2°':>7}"
              + "".join(f"{s:>9}" for s in STAGES[:-1]) + f"{'total med/p95/p99':>22}"]
     for row in result["rows"]:
         stages = row["stages_ms"]
         total = stages["total"]
-        lines.append(f"{row['scene']:<11}{row['backend']:<12}{row['pct_5cm_5deg']:>7.1f}{row['pct_2cm_2deg']:>7.1f}"
+        lines.append(f"{row['scene']:<11}{_variant(row):<{width}}{row['pct_5cm_5deg']:>7.1f}{row['pct_2cm_2deg']:>7.1f}"
                      + "".join(f"{fmt(stages[s]['median']):>9}" for s in STAGES[:-1])
                      + f"{fmt(total['median']) + ' / ' + fmt(total['p95']) + ' / ' + fmt(total['p99']):>22}")
     lines.append("hopeless frames (the other scene's), total ms median / p95 / p99:")
     for row in result["lost_rows"]:
         total = row["total_ms"]
         budget = f"budget {row['time_budget_ms']:g} ms" if row["time_budget_ms"] else "no budget"
-        lines.append(f"  {row['scene']:<11}{row['backend']:<12}{budget:<16}{fmt(total['median'])} / "
+        lines.append(f"  {row['scene']:<11}{_variant(row):<{width}}{budget:<16}{fmt(total['median'])} / "
                      f"{fmt(total['p95'])} / {fmt(total['p99'])} (DSAC p99 {fmt(row['ransac_ms']['p99'])})   "
                      f"published wrongly {row['published_wrongly']}/{row['frames']}  {row['outcomes']}")
     return "\n".join(lines)
@@ -247,14 +283,16 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(int(args.threads))
     scenes = [s for s in args.scenes.split(",") if s]
     backends = [b for b in args.backends.split(",") if b]
+    encoders = tuple(e for e in getattr(args, "encoders", "shipped").split(",") if e) or ("shipped",)
     result: dict[str, Any] = {"threads": int(args.threads), "dsac_threads": int(args.dsac_threads),
+                              "encoders": {encoder_label(e): e for e in encoders},
                               "machine": platform.processor() or platform.machine(),
                               "cpu_count": os.cpu_count(), "load_average_1min_start": os.getloadavg()[0],
                               "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"), "rows": [], "lost_rows": []}
     for index, scene in enumerate(scenes):
         other = scenes[(index + 1) % len(scenes)] if len(scenes) > 1 else ("large_room" if scene != "large_room"
                                                                            else "small_room")
-        part = run_scene(scene, other, backends, args)
+        part = run_scene(scene, other, backends, args, encoders=encoders)
         result["rows"] += part["rows"]
         result["lost_rows"] += part["lost_rows"]
     result["load_average_1min_end"] = os.getloadavg()[0]

@@ -17,6 +17,8 @@ from dsac_ros.device import describe_device, resolve_device
 from dsac_ros.benchmarks.transfer import evaluate_transfer
 from dsac_ros.pretrain import HELDOUT_SEED_BASE, PretrainConfig, export_encoder, pretrain
 
+ENCODER_DEFAULTS = PretrainConfig().encoder
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="run folder (checkpoint.pt, log.jsonl); resumed if present")
@@ -31,6 +33,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--exposure-gain", type=float, nargs=2, default=(1.0, 1.0), metavar=("LOW", "HIGH"),
                         help="random camera exposure gain per training image, before the other jitter "
                              "(default: 1 1, none; the *_sensor scenes' test frames use 0.6 1.4)")
+    parser.add_argument("--encoder-channels", type=int, nargs=4, default=None, metavar=("C0", "C1", "C2", "C3"),
+                        help="widths of the full-resolution conv and the three stride-2 convs "
+                             f"(default: the shipped {ENCODER_DEFAULTS['channels']})")
+    parser.add_argument("--encoder-blocks", type=int, default=None, metavar="N",
+                        help=f"3x3 residual blocks at stride 8 (default: {ENCODER_DEFAULTS['residual_blocks']})")
+    parser.add_argument("--steps", type=int, default=None, metavar="N",
+                        help="stop at this training step even if --hours is not spent (the shipped encoder: 2165)")
     parser.add_argument("--init-encoder", type=Path,
                         help="continue training this encoder file (e.g. dsac_ros/assets/encoder.pt) in a new run folder")
     parser.add_argument("--export", type=Path, help="write the encoder file here when the run ends")
@@ -46,9 +55,19 @@ def run(args: argparse.Namespace) -> int:
     low, high = args.exposure_gain
     if not 0 < low <= high:
         raise SystemExit(f"--exposure-gain needs 0 < LOW <= HIGH, got {low} {high}")
-    config = PretrainConfig(scenes=args.scenes, views_per_scene=args.views, objective=args.objective,
+    encoder = dict(ENCODER_DEFAULTS)
+    if args.encoder_channels is not None:
+        if min(args.encoder_channels) < 1:
+            raise SystemExit(f"--encoder-channels needs positive widths, got {args.encoder_channels}")
+        encoder["channels"] = [int(c) for c in args.encoder_channels]
+    if args.encoder_blocks is not None:
+        if args.encoder_blocks < 0:
+            raise SystemExit(f"--encoder-blocks needs 0 or more, got {args.encoder_blocks}")
+        encoder["residual_blocks"] = int(args.encoder_blocks)
+    config = PretrainConfig(encoder=encoder, scenes=args.scenes, views_per_scene=args.views, objective=args.objective,
                             exposure_gain=(float(low), float(high)))
-    checkpoint = pretrain(args.out, config, args.hours, device=device, init_encoder=args.init_encoder)
+    checkpoint = pretrain(args.out, config, args.hours, device=device, init_encoder=args.init_encoder,
+                          max_steps=args.steps)
     if args.export:
         command = "dsac-ros pretrain-encoder " + " ".join(shlex.quote(a) for a in sys.argv[2:])
         meta = export_encoder(checkpoint, args.export, command=command)

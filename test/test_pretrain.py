@@ -157,3 +157,19 @@ def test_the_cli_trains_the_encoder_shape_it_is_given_and_refuses_bad_widths(tmp
     for bad in (["--encoder-channels", "0", "8", "8", "16"], ["--encoder-blocks", "-1"]):
         with pytest.raises(SystemExit, match="needs"):
             main(["pretrain-encoder", "--out", str(tmp_path / "bad"), *bad])
+
+
+def test_the_lean_encoder_loads_with_its_shape_and_recipe():
+    from dsac_ros.encoder_file import DEFAULT_ENCODER_PATH
+
+    path = DEFAULT_ENCODER_PATH.with_name("encoder_lean.pt")
+    encoder, meta = load_encoder(path)  # recomputes the weights' SHA-256
+    assert meta["encoder_config"] == {"channels": [8, 16, 32, 64], "residual_blocks": 2, "feature_channels": 128}
+    shipped = load_encoder(DEFAULT_ENCODER_PATH)[1]["training"]
+    training = meta["training"]
+    # The shipped recipe (objective, rooms, steps), only the widths changed.
+    assert training["steps"] == shipped["steps"] and "--encoder-channels 8 16 32 64" in training["command"]
+    for key in ("objective", "scenes", "views_per_scene", "crop_size", "encoder_lr", "seed"):
+        assert training["config"][key] == shipped["config"][key], key
+    assert meta["normalization"] == load_encoder(DEFAULT_ENCODER_PATH)[1]["normalization"]
+    assert encoder(torch.zeros(1, 1, 240, 320)).shape == (1, 128, 30, 40)

@@ -11,8 +11,9 @@ process publishes rendered 640 x 480 frames of the tiny scene with their CameraI
   machine has `os.cpu_count()`), with the frames it answered and dropped.
 
 `--scene small_room` (or large_room) sends that scene's 640 x 480 test frames to the node with
-the scene's memory map (made once, as `dsac-ros bench frame` makes it); `--backend` sets the
-node's encoder backend. Without `--scene`: the tiny scene and the tests' cached tiny map.
+the scene's memory map (made once, as `dsac-ros bench frame` makes it, with `--encoder`'s
+encoder); `--backend` sets the node's encoder backend and `--param NAME=VALUE` any other node
+parameter (e.g. `retrieve_frames=3`). Without `--scene`: the tiny scene and the tests' cached tiny map.
 
 Run with the workspace sourced: scripts/ros_env.sh .venv/bin/python bench/bench_node.py
 JSON goes to bench/results/node.json, and a table is printed.
@@ -68,25 +69,34 @@ def main() -> int:
     parser.add_argument("--fastdds-profile", default="large",
                         help="Fast DDS XML profile for both processes: 'large' (built in: 16 MB shared memory "
                              "segment, 4 MB socket buffers), 'none' (middleware defaults) or a file path")
-    parser.add_argument("--frames", type=int, default=30, help="frames for the latency measurement")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="frames for the latency measurement (default: with --scene every test frame, the "
+                             "frames `dsac-ros bench frame` times offline; else 30)")
     parser.add_argument("--cpu-seconds", type=float, default=10.0, help="duration of each fixed-rate run")
     parser.add_argument("--rates", default="10,30", help="comma-separated input rates of the CPU runs, Hz")
     parser.add_argument("--scene", default=None, help="a standard scene (small_room, large_room): its test frames "
                                                       "and memory map")
     parser.add_argument("--use-depth", action="store_true",
                         help="RGB-D: publish each frame's depth (32FC1) before its image; the node runs with use_depth")
+    parser.add_argument("--encoder", default=None, metavar="NAME|FILE",
+                        help="with --scene: the encoder its map is made with (shipped, lean or a file; default shipped)")
     parser.add_argument("--backend", default="auto", help="the node's encoder backend (auto, torch, onnxruntime)")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a node parameter, as ros2 run's -p NAME:=VALUE (repeatable; e.g. retrieve_frames=3)")
     parser.add_argument("--width", type=int, default=640)
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "node.json")
     args = parser.parse_args()
+    parameters = [assignment.partition("=")[::2] for assignment in args.param]
+    if any(not name or "=" not in assignment for (name, _), assignment in zip(parameters, args.param)):
+        parser.error(f"--param needs NAME=VALUE, got {args.param}")
     if args.scene:
         from dsac_ros.benchmarks.cameras import scene_bags
         from dsac_ros.benchmarks.frame import scene_map
         from dsac_ros.data import read_frames
 
-        map_path = args.map or scene_map(args.scene, args.device)
+        map_path = args.map or scene_map(args.scene, args.device, encoder=args.encoder)
         frames = list(read_frames(scene_bags(args.scene)["test"]))
         args.width, args.height = frames[0].intrinsics.width_px, frames[0].intrinsics.height_px
     else:
@@ -97,6 +107,8 @@ def main() -> int:
 
         scene = get_scene("tiny")
         frames = list(scene.render_frames("mapping", width_px=args.width, height_px=args.height, stride=FIT_STRIDE))
+    if args.frames is None:
+        args.frames = len(frames) if args.scene else 30
     intrinsics = frames[0].intrinsics
     encoded = []
     for frame in frames:
@@ -107,7 +119,10 @@ def main() -> int:
     node_cmd = [sys.executable, "-c", "import sys; from dsac_ros.ros.node import main; sys.exit(main())",
                 "--ros-args", "-r", f"__ns:={NAMESPACE}", "-p", f"map_path:={map_path}", "-p", f"device:={args.device}",
                 "-p", f"backend:={args.backend}", "-p", f"use_depth:={'true' if args.use_depth else 'false'}",
-                "-p", "tf_mode:=map_to_camera", "-p", "min_inliers:=20", "--log-level", "warn"]
+                "-p", "tf_mode:=map_to_camera", "-p", "min_inliers:=20"]
+    for name, value in parameters:
+        node_cmd += ["-p", f"{name}:={value}"]
+    node_cmd += ["--log-level", "warn"]
     env = dict(os.environ, PYTHONPATH=f"{REPO}:{os.environ.get('PYTHONPATH', '')}")
     if args.fastdds_profile == "large":
         profile = Path(tempfile.mkdtemp(prefix="bench_node_")) / "fastdds_large_messages.xml"
@@ -262,6 +277,8 @@ def main() -> int:
             "scene": args.scene or "tiny",
             "use_depth": bool(args.use_depth),
             "map": str(map_path),
+            "encoder": (args.encoder or "shipped") if args.map is None else "the --map file's",
+            "parameters": list(args.param),
             "frames_sent": args.frames,
             "latency_publish_to_pose_ms": stats(pose_latency_ms),
             "latency_publish_to_status_ms": stats(status_latency_ms),

@@ -29,6 +29,16 @@ logger = logging.getLogger(__name__)
 ENCODER_FORMAT = "dsac_ros.encoder"
 ENCODER_FORMAT_VERSION = 1
 DEFAULT_ENCODER_PATH = Path(__file__).resolve().parent / "assets" / "encoder.pt"
+# The package's encoders by name (``map --encoder lean``): the shipped widths 16-32-64-128 and the
+# lean 8-16-32-64 (0.6 GFLOP instead of 2.4: the 30 Hz one, README "A lean encoder").
+NAMED_ENCODERS = {"shipped": DEFAULT_ENCODER_PATH, "lean": DEFAULT_ENCODER_PATH.with_name("encoder_lean.pt")}
+
+
+def encoder_path_of(name_or_path: str | os.PathLike) -> Path:
+    """An encoder file's path from a path or a name of ``NAMED_ENCODERS``; an existing file of
+    that name wins over the name."""
+    path = Path(name_or_path)
+    return NAMED_ENCODERS[str(name_or_path)] if str(name_or_path) in NAMED_ENCODERS and not path.exists() else path
 
 
 def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
@@ -71,11 +81,11 @@ def load_mapping_encoder(path: Optional[str | os.PathLike], log: Callable[[str],
                          ) -> tuple[Encoder, dict[str, Any], dict[str, Any]]:
     """(encoder, encoder config, description) from a file, the shipped file, or a random fallback.
 
-    An explicitly given file must load (EncoderFileError otherwise). Without one, the shipped
+    path: a file or a name of ``NAMED_ENCODERS`` ('shipped', 'lean'). An explicitly given file must load (EncoderFileError otherwise). Without one, the shipped
     ``dsac_ros/assets/encoder.pt`` is used when present; failing that, a randomly initialised
     encoder with a loud warning: maps then work but generalise poorly (issue 6 measurements).
     """
-    candidate = Path(path) if path is not None else DEFAULT_ENCODER_PATH
+    candidate = encoder_path_of(path) if path is not None else DEFAULT_ENCODER_PATH
     if path is not None or candidate.exists():
         encoder, metadata = load_encoder(candidate)
         config = dict(metadata.get("encoder_config") or {

@@ -1,5 +1,7 @@
 """Encoder pretraining: training data geometry, the contrastive loss, resumable runs, encoder files."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -173,3 +175,45 @@ def test_the_lean_encoder_loads_with_its_shape_and_recipe():
         assert training["config"][key] == shipped["config"][key], key
     assert meta["normalization"] == load_encoder(DEFAULT_ENCODER_PATH)[1]["normalization"]
     assert encoder(torch.zeros(1, 1, 240, 320)).shape == (1, 128, 30, 40)
+
+
+def test_the_transfer_benchmark_runs_encoders_side_by_side_on_the_same_unseen_rooms(tmp_path):
+    import argparse
+    import json
+
+    from dsac_ros.cli import bench as bench_cli
+
+    parser = argparse.ArgumentParser()
+    bench_cli.add_arguments(parser)
+    out = tmp_path / "transfer.json"
+    common = ["transfer", "--rooms", "1", "--mapping-views", "12", "--test-views", "4", "--threads", "1"]
+    assert bench_cli.run(parser.parse_args(common + ["--modes", "rgbd", "--out", str(out)])) == 0
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert [(r["mode"], r["encoder"], r["widths"]) for r in rows] == [
+        ("rgbd", "shipped", "16-32-64-128x2"), ("rgbd", "lean", "8-16-32-64x2")]
+    assert result["seeds"] == [900_000]  # HELDOUT_SEED_BASE: a room no encoder was trained on
+    # The same room and test views for each encoder: only the encoder differs between rows.
+    assert rows[0]["rooms"][0]["frames"] == rows[1]["rooms"][0]["frames"] > 0
+    for row in rows:
+        assert 0.0 <= row["pct_2cm_2deg"] <= row["pct_5cm_5deg"] <= 100.0
+        assert np.isfinite(row["median_translation_cm"])
+    for bad, reason in ((["--encoders", str(tmp_path / "missing.pt")], "no encoder file"),
+                        (["--modes", "full"], "unknown mode")):
+        with pytest.raises(SystemExit, match=reason):
+            bench_cli.run(parser.parse_args(common + bad + ["--out", str(tmp_path / "bad.json")]))
+    assert not (tmp_path / "bad.json").exists()
+
+
+def test_encoders_are_named_by_the_package_and_an_existing_file_wins(tmp_path, monkeypatch):
+    from dsac_ros.encoder_file import DEFAULT_ENCODER_PATH, encoder_path_of, load_mapping_encoder
+
+    assert encoder_path_of("lean") == DEFAULT_ENCODER_PATH.with_name("encoder_lean.pt")
+    assert encoder_path_of("shipped") == DEFAULT_ENCODER_PATH
+    _, config, info = load_mapping_encoder("lean")  # `dsac-ros map --encoder lean`
+    assert config["channels"] == [8, 16, 32, 64] and info["encoder"].endswith("encoder_lean.pt")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lean").write_bytes(b"not an encoder")
+    assert encoder_path_of("lean") == Path("lean")  # a user's own file of that name is taken as given
+    with pytest.raises(EncoderFileError):
+        load_mapping_encoder("lean")

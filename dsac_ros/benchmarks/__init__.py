@@ -40,6 +40,9 @@ BENCHMARKS: dict[str, Benchmark] = {
                          "offline and live, and the distortion-ignored baseline", module="dsac_ros.benchmarks.cameras"),
     "triangulation": Benchmark("rgb maps' coordinates against the renderer's truth, cell by cell: the plane sweep "
                                "against triangulated matches", module="dsac_ros.benchmarks.triangulation"),
+    "transfer": Benchmark("encoders side by side on held-out procedural rooms: map each (rgbd, rgb) and localise "
+                          "nearby views; how well a leaner or retrained encoder transfers",
+                          module="dsac_ros.benchmarks.transfer"),
     "soak": Benchmark("the localizer node over 10,000 frames of a looped bag: memory, latency, drops; with 10 % "
                       "faults mixed in; with map swaps under load"),
     "tolerances": Benchmark("the test suite's numeric tolerances across thread counts and BLAS code paths"),

@@ -58,6 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", type=Path, default=None, metavar="FILE",
                         help="encoder file the maps are made with (MappingOptions.encoder_path; default: the "
                              "shipped one); rows are kept apart by encoder in the JSON")
+    parser.add_argument("--retrieve-frames", type=int, default=None, metavar="K",
+                        help="mapping frames each test frame's lookup searches, offline and live (default: the "
+                             "localizer's, 4 for RGB-D frames); rows are kept apart by it in the JSON")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--per-frame", type=Path, default=None, metavar="DIR",
                         help="also write each row's per-frame records, offline and live side by side, to "
@@ -93,8 +96,8 @@ def _pinhole_intrinsics(bag: Path):
 
 
 def run_row(scene: str, mode: str, row: str, minutes: float, device: str, live: bool, work: Path,
-            end_to_end: bool = False, input_normalization: str = "auto", encoder: Path | None = None, log=print
-            ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+            end_to_end: bool = False, input_normalization: str = "auto", encoder: Path | None = None,
+            retrieve_frames: int | None = None, log=print) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the row's metrics, its per-frame offline / live pairs: ``per_frame_pairs``)."""
     from dsac_ros.data import read_frames
     from dsac_ros.evaluation import compute_metrics, evaluate_frames
@@ -117,15 +120,19 @@ def run_row(scene: str, mode: str, row: str, minutes: float, device: str, live: 
     # The node's gate, as the docstring says and the live rows have: without it, offline counted 6
     # frames of large_room rgb sensor that the node (rightly) withheld, the whole live/offline gap
     # of that row on a quiet machine (per-frame records, --per-frame).
-    records = evaluate_frames(Localizer(map_path, device=device), read_frames(bags["test"], **read_options),
+    records = evaluate_frames(Localizer(map_path, device=device, retrieve_frames=retrieve_frames),
+                              read_frames(bags["test"], **read_options),
                               use_depth=use_depth, progress=False, seed_from_stamp=True, gate_settings=GateSettings())
     result = {"scene": scene, "mode": mode, "row": row, "input_normalization": options.resolved_input_normalization,
               "encoder": "shipped" if encoder is None else str(encoder), "minutes": minutes, "map_seconds": map_s,
               "offline": compute_metrics(records)}
+    if retrieve_frames is not None:
+        result["retrieve_frames"] = retrieve_frames
     if live:
         from dsac_ros.ros.evaluate_live import evaluate_bag_live
 
-        run = evaluate_bag_live(bags["test"], map_path, device=device, use_depth=use_depth)
+        run = evaluate_bag_live(bags["test"], map_path, device=device, use_depth=use_depth,
+                                node_parameters=None if retrieve_frames is None else {"retrieve_frames": retrieve_frames})
         result["live"] = compute_metrics(run.records) | run.live_metrics()
     return result, per_frame_pairs(records, run.records if live else [])
 
@@ -145,11 +152,30 @@ def per_frame_pairs(offline: list, live: list) -> list[dict[str, Any]]:
             for record in offline]
 
 
+def _encoder_label(encoder: str) -> str:
+    """A row's encoder, short: a package encoder by its name ('lean', 'shipped'), another file by its run folder."""
+    from dsac_ros.encoder_file import NAMED_ENCODERS
+
+    path = Path(encoder)
+    if path.parent.name == "assets" or str(encoder) in NAMED_ENCODERS:
+        stem = NAMED_ENCODERS.get(str(encoder), path).stem
+        return "shipped" if stem == "encoder" else stem.removeprefix("encoder_")
+    return path.parent.name
+
+
+def _row_key(row: dict[str, Any]) -> tuple:
+    """What keeps rows apart in the JSON (a new row replaces the one of the same key)."""
+    return (row["scene"], row["mode"], row["row"], row.get("input_normalization", "fixed"),
+            row.get("encoder", "shipped"), row.get("retrieve_frames"))
+
+
 def _variant_suffix(result: dict[str, Any]) -> str:
-    """'' for a row of the fixed normalisation and the shipped encoder, else what sets it apart
-    (the JSON keeps such rows apart too), e.g. '_per_image_gain' or '_per_image_gain_exposure'."""
+    """'' for a row of the fixed normalisation, the shipped encoder and the default retrieval, else
+    what sets it apart (the JSON keeps such rows apart too), e.g. '_per_image_gain_exposure'."""
     norm, encoder = result.get("input_normalization", "fixed"), result.get("encoder", "shipped")
-    return ("" if norm == "fixed" else f"_{norm}") + ("" if encoder == "shipped" else f"_{Path(encoder).parent.name}")
+    frames = result.get("retrieve_frames")
+    return ("" if norm == "fixed" else f"_{norm}") + ("" if encoder == "shipped" else f"_{_encoder_label(encoder)}") \
+        + ("" if frames is None else f"_retrieve{frames}")
 
 
 def _fmt(value, digits: int = 1) -> str:
@@ -164,7 +190,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         off, live = r["offline"], r.get("live") or {}
         norm = r.get("input_normalization", "fixed")
         row = r["row"] + ("" if norm == "fixed" else f" ({norm.replace('_', '-')})") + \
-            ("" if r.get("encoder", "shipped") == "shipped" else f" [{Path(r['encoder']).parent.name}]")
+            ("" if r.get("encoder", "shipped") == "shipped" else f" [{_encoder_label(r['encoder'])}]") + \
+            ("" if r.get("retrieve_frames") is None else f" k={r['retrieve_frames']}")
         lines.append(f"{r['scene']:<11} {r['mode']:<5} {row:<38} {_fmt(off['pct_5cm_5deg']):>14} "
                      f"{_fmt(off['pct_2cm_2deg']):>7} {_fmt(off['median_translation_cm']):>7} "
                      f"{_fmt(live.get('pct_5cm_5deg')):>11} {_fmt(live.get('pct_2cm_2deg')):>7} "
@@ -191,15 +218,14 @@ def run(args: argparse.Namespace) -> int:
                     raise SystemExit(f"unknown row {row!r}; choose from {', '.join(ROWS)}")
                 print(f"{scene} {mode} {row} ...", flush=True)
                 result, per_frame = run_row(scene, mode, row, args.minutes, args.device, not args.no_live, work,
-                                            args.end_to_end, args.input_normalization, args.encoder)
+                                            args.end_to_end, args.input_normalization, args.encoder,
+                                            args.retrieve_frames)
                 result["end_to_end"] = args.end_to_end
                 if args.per_frame is not None:
                     args.per_frame.mkdir(parents=True, exist_ok=True)
                     name = f"{scene}_{mode}_{row.replace(' ', '_')}{_variant_suffix(result)}.json"
                     (args.per_frame / name).write_text(json.dumps(per_frame, indent=1) + "\n")
-                key = (scene, mode, row, result["input_normalization"], result["encoder"])
-                rows = [r for r in rows if (r["scene"], r["mode"], r["row"], r.get("input_normalization", "fixed"),
-                                            r.get("encoder", "shipped")) != key] + [result]
+                rows = [r for r in rows if _row_key(r) != _row_key(result)] + [result]
                 new_rows.append(result)
                 args.out.write_text(json.dumps({"rows": rows}, indent=2, default=str) + "\n")
                 print(format_table([result]).splitlines()[-1], flush=True)

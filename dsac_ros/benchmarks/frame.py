@@ -64,9 +64,9 @@ def encoder_label(encoder: str | None) -> str:
     """'shipped', or an encoder file's shape: 'widths C0-C1-C2-C3 xN blocks' as '8-16-32-64x2'."""
     if encoder in (None, "", "shipped"):
         return "shipped"
-    from dsac_ros.encoder_file import load_encoder
+    from dsac_ros.encoder_file import encoder_path_of, load_encoder
 
-    config = load_encoder(Path(encoder))[1]["encoder_config"]
+    config = load_encoder(encoder_path_of(encoder))[1]["encoder_config"]
     return "-".join(str(c) for c in config["channels"]) + f"x{config['residual_blocks']}"
 
 
@@ -86,9 +86,9 @@ def scene_map(scene: str, device: str, log=print, mode: str = "rgbd", triangulat
     suffix = ("" if triangulation is None else f"_{triangulation}") + \
         ("" if options.resolved_input_normalization == "fixed" else f"_{options.resolved_input_normalization}")
     if not shipped:
-        from dsac_ros.encoder_file import load_encoder
+        from dsac_ros.encoder_file import encoder_path_of, load_encoder
 
-        suffix += "_encoder-" + load_encoder(Path(encoder))[1]["weights_sha256"][:12]
+        suffix += "_encoder-" + load_encoder(encoder_path_of(encoder))[1]["weights_sha256"][:12]
     path = _cache_dir() / "bench_frame" / f"{scene}_{mode}{suffix}.pt"
     if not path.exists():
         log(f"mapping {scene} ({mode}, scene memory) into {path} (once)")

@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=default_of(MappingOptions, "device"),
                         help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--encoder", metavar="PATH", default=None,
-                        help="pretrained encoder file (default: the one shipped in dsac_ros/assets)")
+                        help="pretrained encoder file, or 'shipped' / 'lean' (the package's; lean: 8-16-32-64 "
+                             "widths, a quarter of the encoder's time; default: shipped)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run of the same --out from its checkpoint (MAP.pt.ckpt/)")
     parser.add_argument("--network", default=None,

@@ -88,9 +88,12 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "node.json")
     args = parser.parse_args()
-    parameters = [assignment.partition("=")[::2] for assignment in args.param]
-    if any(not name or "=" not in assignment for (name, _), assignment in zip(parameters, args.param)):
-        parser.error(f"--param needs NAME=VALUE, got {args.param}")
+    parameters = []
+    for assignment in args.param:
+        name, separator, value = assignment.partition("=")
+        if not name or not separator:
+            parser.error(f"--param needs NAME=VALUE, got {assignment!r}")
+        parameters.append((name, value))
     if args.scene:
         from dsac_ros.benchmarks.cameras import scene_bags
         from dsac_ros.benchmarks.frame import scene_map

@@ -41,6 +41,12 @@ def encoder_path_of(name_or_path: str | os.PathLike) -> Path:
     return NAMED_ENCODERS[str(name_or_path)] if str(name_or_path) in NAMED_ENCODERS and not path.exists() else path
 
 
+def encoder_shape(path: str | os.PathLike) -> str:
+    """An encoder file's widths and residual blocks, e.g. '8-16-32-64x2' (path: a file or a name)."""
+    config = load_encoder(encoder_path_of(path))[1]["encoder_config"]
+    return "-".join(str(c) for c in config["channels"]) + f"x{config['residual_blocks']}"
+
+
 def state_digest(state_dict: dict[str, torch.Tensor]) -> str:
     """SHA-256 over the sorted names and raw bytes of the weights (recorded in the file, checked on load)."""
     digest = hashlib.sha256()
@@ -81,9 +87,10 @@ def load_mapping_encoder(path: Optional[str | os.PathLike], log: Callable[[str],
                          ) -> tuple[Encoder, dict[str, Any], dict[str, Any]]:
     """(encoder, encoder config, description) from a file, the shipped file, or a random fallback.
 
-    path: a file or a name of ``NAMED_ENCODERS`` ('shipped', 'lean'). An explicitly given file must load (EncoderFileError otherwise). Without one, the shipped
-    ``dsac_ros/assets/encoder.pt`` is used when present; failing that, a randomly initialised
-    encoder with a loud warning: maps then work but generalise poorly (issue 6 measurements).
+    path: a file or a name of ``NAMED_ENCODERS`` ('shipped', 'lean'). An explicitly given file
+    must load (EncoderFileError otherwise). Without one, the shipped ``dsac_ros/assets/encoder.pt``
+    is used when present; failing that, a randomly initialised encoder with a loud warning: maps
+    then work but generalise poorly (issue 6 measurements).
     """
     candidate = encoder_path_of(path) if path is not None else DEFAULT_ENCODER_PATH
     if path is not None or candidate.exists():

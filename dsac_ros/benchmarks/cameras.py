@@ -154,13 +154,10 @@ def per_frame_pairs(offline: list, live: list) -> list[dict[str, Any]]:
 
 def _encoder_label(encoder: str) -> str:
     """A row's encoder, short: a package encoder by its name ('lean', 'shipped'), another file by its run folder."""
-    from dsac_ros.encoder_file import NAMED_ENCODERS
+    from dsac_ros.encoder_file import NAMED_ENCODERS, encoder_path_of
 
-    path = Path(encoder)
-    if path.parent.name == "assets" or str(encoder) in NAMED_ENCODERS:
-        stem = NAMED_ENCODERS.get(str(encoder), path).stem
-        return "shipped" if stem == "encoder" else stem.removeprefix("encoder_")
-    return path.parent.name
+    path = encoder_path_of(encoder).resolve()
+    return next((name for name, file in NAMED_ENCODERS.items() if file == path), path.parent.name)
 
 
 def _row_key(row: dict[str, Any]) -> tuple:

@@ -64,10 +64,9 @@ def encoder_label(encoder: str | None) -> str:
     """'shipped', or an encoder file's shape: 'widths C0-C1-C2-C3 xN blocks' as '8-16-32-64x2'."""
     if encoder in (None, "", "shipped"):
         return "shipped"
-    from dsac_ros.encoder_file import encoder_path_of, load_encoder
+    from dsac_ros.encoder_file import encoder_shape
 
-    config = load_encoder(encoder_path_of(encoder))[1]["encoder_config"]
-    return "-".join(str(c) for c in config["channels"]) + f"x{config['residual_blocks']}"
+    return encoder_shape(encoder)
 
 
 def scene_map(scene: str, device: str, log=print, mode: str = "rgbd", triangulation: str | None = None,

@@ -114,7 +114,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from dsac_ros.encoder_file import load_encoder
+    from dsac_ros.encoder_file import encoder_shape
     from dsac_ros.mapping.options import MODES
     from dsac_ros.pretrain import HELDOUT_SEED_BASE
 
@@ -131,11 +131,9 @@ def run(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for mode in modes:
         for name, path in encoders:  # encoders side by side within a mode
-            config = load_encoder(path)[1]["encoder_config"]
             summary = evaluate_transfer(path, seeds, args.minutes, args.mapping_views, args.test_views,
                                         args.device, mode, log=lambda _: None)
-            row = {**summary, "encoder": name, "encoder_file": str(path),
-                   "widths": "-".join(str(c) for c in config["channels"]) + f"x{config['residual_blocks']}"}
+            row = {**summary, "encoder": name, "encoder_file": str(path), "widths": encoder_shape(path)}
             rows.append(row)
             print(format_table([row]).splitlines()[-1], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)

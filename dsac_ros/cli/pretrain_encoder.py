@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             export_encoder(checkpoint, exported)
         seeds = [HELDOUT_SEED_BASE + i for i in range(args.evaluate)]
         for encoder_path in (exported, DEFAULT_ENCODER_PATH):
-            if not Path(encoder_path).is_file():
+            if not encoder_path.is_file():
                 continue  # a build without the shipped encoder: nothing to compare with
             summary = evaluate_transfer(encoder_path, seeds, device=str(device))
             print({k: v for k, v in summary.items() if k != "rooms"})

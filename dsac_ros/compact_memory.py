@@ -50,7 +50,7 @@ class CompactMemoryHead(nn.Module):
     """
 
     def __init__(self, in_channels: int, frames: int, entries: int, subquantizers: int = DEFAULT_SUBQUANTIZERS,
-                 retrieve_frames: int = DEFAULT_RETRIEVE_FRAMES) -> None:
+                 retrieve_frames: int = DEFAULT_RETRIEVE_FRAMES, key_stride: int = 1) -> None:
         super().__init__()
         if frames < 1 or entries < 1:
             raise ValueError(f"a compact memory needs at least one frame and entry, got {frames} x {entries}")
@@ -60,6 +60,7 @@ class CompactMemoryHead(nn.Module):
             raise ValueError(f"retrieve_frames must be at least 1, got {retrieve_frames}")
         self.in_channels, self.frames, self.entries = int(in_channels), int(frames), int(entries)
         self.subquantizers, self.retrieve_frames = int(subquantizers), int(retrieve_frames)
+        self.key_stride = int(key_stride)  # the mapping grid's sub-grid the keys were kept on
         sub = self.in_channels // self.subquantizers
         self.register_buffer("codes", torch.zeros(entries, subquantizers, dtype=torch.uint8))
         self.register_buffer("codebooks", torch.zeros(subquantizers, CENTROIDS, sub))
@@ -73,7 +74,8 @@ class CompactMemoryHead(nn.Module):
     def config(self) -> dict[str, Any]:
         """The head config that ``network.build_head`` rebuilds this head from."""
         return {"type": "memory", "layout": "pq", "frames": self.frames, "entries": self.entries,
-                "subquantizers": self.subquantizers, "retrieve_frames": self.retrieve_frames}
+                "subquantizers": self.subquantizers, "retrieve_frames": self.retrieve_frames,
+                "key_stride": self.key_stride}
 
     # --- building ---------------------------------------------------------------------------------
 
@@ -86,7 +88,8 @@ class CompactMemoryHead(nn.Module):
         if not bool(valid.any()):
             raise ValueError("the memory has no cell with a known coordinate")
         keys = dense.keys.reshape(-1, dense.in_channels)[valid].float()
-        head = cls(dense.in_channels, dense.frames, int(valid.sum()), subquantizers, dense.retrieve_frames)
+        head = cls(dense.in_channels, dense.frames, int(valid.sum()), subquantizers, dense.retrieve_frames,
+                   getattr(dense, "key_stride", 1))
         codebooks, codes = train_product_quantizer(keys, subquantizers, seed)
         head.codebooks.copy_(codebooks)
         head.codes.copy_(codes)
@@ -111,7 +114,8 @@ class CompactMemoryHead(nn.Module):
                  retrieve_frames: Optional[int] = None) -> torch.Tensor:
         """(M, C) features of one image -> (k,) indices of the most similar keyframes (as ``MemoryHead``)."""
         wanted = self.retrieve_frames if retrieve_frames is None else int(retrieve_frames)
-        return most_similar_frames(self.descriptors, features, wanted, exclude_frame)
+        return most_similar_frames(self.descriptors, features, wanted, exclude_frame,
+                                   getattr(self, "hidden_frames", None))
 
     def lookup(self, features: torch.Tensor, exclude_frame: Optional[int] = None,
                return_index: bool = False, retrieve_frames: Optional[int] = None):

@@ -204,6 +204,7 @@ CHI2_6DOF_95 = 12.5916
 
 
 CHI2_6DOF_MEDIAN = 5.3481
+CHI2_6DOF_QUANTILES = {0.5: CHI2_6DOF_MEDIAN, 0.75: 7.840804, 0.9: 10.644641, 0.95: 12.591587}
 # A covariance scale is fitted only from this many frames with ground truth and a pose.
 MIN_CALIBRATION_FRAMES = 3
 
@@ -222,15 +223,16 @@ def nees_values(records: Sequence[FrameRecord]) -> np.ndarray:
     return np.array(nees, dtype=np.float64)
 
 
-def covariance_scale(records: Sequence[FrameRecord]) -> Optional[float]:
-    """The factor that makes these frames' covariances consistent: median NEES / the chi-square(6)
-    median, never below 1 (calibration only ever widens the residual-based covariance); None with
-    fewer than ``MIN_CALIBRATION_FRAMES`` usable frames. The median, not the mean: one gross error
+def covariance_scale(records: Sequence[FrameRecord], quantile: float = 0.5) -> Optional[float]:
+    """The factor that makes these frames' covariances consistent: the ``quantile`` of their NEES over
+    the chi-square(6) quantile (0.5: medians; 0.9: the tail that decides what a 95 % ellipsoid
+    holds), never below 1 (calibration only ever widens the residual-based covariance); None with
+    fewer than ``MIN_CALIBRATION_FRAMES`` usable frames. A quantile, not the mean: one gross error
     would otherwise set the scale for every frame."""
     values = nees_values(records)
     if len(values) < MIN_CALIBRATION_FRAMES:
         return None
-    return max(1.0, float(np.median(values)) / CHI2_6DOF_MEDIAN)
+    return max(1.0, float(np.quantile(values, quantile)) / CHI2_6DOF_QUANTILES[quantile])
 
 
 def covariance_consistency(records: Sequence[FrameRecord]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dsac_ros.subcell import grid_layout, subcell_offsets_at
+from dsac_ros.subcell import fine_positions, grid_layout, subcell_offsets_at
 
 DEFAULT_RETRIEVE_FRAMES = 8
 
@@ -96,7 +96,7 @@ class MemoryHead(nn.Module):
     """
 
     def __init__(self, in_channels: int, frames: int, cells: int,
-                 retrieve_frames: int = DEFAULT_RETRIEVE_FRAMES) -> None:
+                 retrieve_frames: int = DEFAULT_RETRIEVE_FRAMES, key_stride: int = 1) -> None:
         super().__init__()
         if frames < 1 or cells < 1:
             raise ValueError(f"a memory head needs at least one frame and cell, got {frames} x {cells}")
@@ -104,6 +104,7 @@ class MemoryHead(nn.Module):
             raise ValueError(f"retrieve_frames must be at least 1, got {retrieve_frames}")
         self.in_channels, self.frames, self.cells = int(in_channels), int(frames), int(cells)
         self.retrieve_frames = int(retrieve_frames)
+        self.key_stride = int(key_stride)  # keys on every key_stride-th cell of each axis (``keep_key_grid``)
         self.register_buffer("keys", torch.zeros(frames, cells, in_channels, dtype=torch.float16))
         self.register_buffer("valid", torch.zeros(frames, cells, dtype=torch.bool))
         self.register_buffer("descriptors", torch.zeros(frames, in_channels))
@@ -126,6 +127,16 @@ class MemoryHead(nn.Module):
         self.descriptors[frame] = frame_descriptor(features)
 
     @torch.no_grad()
+    def keep_key_grid(self, frame: int, grid_hw: tuple[int, int]) -> None:
+        """Forget the keys of memory frame ``frame`` (an (h, w) row-major grid) off the sub-grid of
+        every ``key_stride``-th row and column."""
+        height, width = grid_hw
+        rows = torch.arange(height).view(-1, 1)
+        cols = torch.arange(width).view(1, -1)
+        off_grid = ((rows % self.key_stride != 0) | (cols % self.key_stride != 0)).reshape(-1)
+        self.valid[frame, : height * width] &= ~off_grid
+
+    @torch.no_grad()
     def finish(self) -> None:
         """Call once all frames are stored (and triangulated): frames without a single known
         coordinate get a zero descriptor, so retrieval prefers every frame that can answer."""
@@ -137,7 +148,8 @@ class MemoryHead(nn.Module):
 
         retrieve_frames: k for this call (None: the map's own ``self.retrieve_frames``)."""
         wanted = self.retrieve_frames if retrieve_frames is None else int(retrieve_frames)
-        return most_similar_frames(self.descriptors, features, wanted, exclude_frame)
+        return most_similar_frames(self.descriptors, features, wanted, exclude_frame,
+                                   getattr(self, "hidden_frames", None))
 
     def lookup(self, features: torch.Tensor, exclude_frame: Optional[int] = None,
                return_index: bool = False, retrieve_frames: Optional[int] = None):
@@ -163,15 +175,44 @@ class MemoryHead(nn.Module):
 
 
 def most_similar_frames(descriptors: torch.Tensor, features: torch.Tensor, wanted: int,
-                        exclude_frame: Optional[int] = None) -> torch.Tensor:
+                        exclude_frame: Optional[int] = None, hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
     """(F, C) frame descriptors, (M, C) features of one image -> (k,) indices of the ``wanted`` most
-    similar frames (k = wanted, or fewer when the memory has fewer), leaving ``exclude_frame`` out."""
+    similar frames (k = wanted, or fewer when the memory has fewer), leaving ``exclude_frame`` and
+    the frames of the (F,) bool mask ``hidden`` out (unless nothing else is left)."""
     similarity = descriptors @ frame_descriptor(features)
+    excluded = 0
     if exclude_frame is not None:
         similarity = similarity.clone()
         similarity[int(exclude_frame)] = -float("inf")
-    k = min(int(wanted), len(descriptors) - (exclude_frame is not None))
+        excluded = 1
+    if hidden is not None and int((~hidden).sum()) > excluded:
+        similarity = similarity.masked_fill(hidden, -float("inf"))
+        excluded = max(excluded, int(hidden.sum()))
+    k = min(int(wanted), len(descriptors) - excluded)
     return similarity.topk(max(k, 1)).indices
+
+
+def strided_lookup(head: nn.Module, cells: torch.Tensor, retrieve_frames: Optional[int] = None, subcell: bool = True
+                   ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """The lookup of a map whose keys lie on every ``head.key_stride``-th cell of each axis.
+
+    cells: (h, w, C) one image's features. The query searches with the same sub-grid of its cells
+    (as many queries and keys as a map of a grid ``key_stride`` times coarser), and each match is
+    placed on the full grid where its key fits best (``subcell.fine_positions``; without
+    ``subcell``, at its sub-grid cell). Returns offsets (M, 3) metres from the scene centre, their
+    positions (M, 2) (x, y) in full-grid cells, and the sub-grid's (h, w).
+    """
+    stride = int(getattr(head, "key_stride", 1))
+    coarse = cells[::stride, ::stride].contiguous()
+    offsets, index = head.lookup(coarse.reshape(-1, coarse.shape[2]), return_index=True,
+                                 retrieve_frames=retrieve_frames)
+    if subcell:
+        grid_xy = fine_positions(cells, stride, head.matched_keys(index))
+    else:
+        rows, cols = torch.meshgrid(torch.arange(0, cells.shape[0], stride), torch.arange(0, cells.shape[1], stride),
+                                    indexing="ij")
+        grid_xy = torch.stack([cols.reshape(-1), rows.reshape(-1)], 1).to(offsets.dtype)
+    return offsets, grid_xy, (coarse.shape[0], coarse.shape[1])
 
 
 def lookup_grid(head: nn.Module, features: torch.Tensor, retrieve_frames: Optional[int] = None) -> torch.Tensor:

@@ -69,6 +69,8 @@ DEFAULT_NETWORK = "fast"
 # hypotheses, half the predictions inliers): ~37 ms per frame at 240 px (network 18 + DSAC 17),
 # ~99 ms at 480 px (DSAC*'s height; the network alone costs 76 ms there).
 DEFAULT_INPUT_HEIGHT_PX = 240
+# Scene-memory maps: a finer grid (8 px cells at 640 x 480) searched on every 2nd cell (key_stride 2).
+MEMORY_INPUT_HEIGHT_PX = 480
 
 
 def is_memory_head(head_config: dict[str, Any]) -> bool:
@@ -88,12 +90,13 @@ def build_head(feature_channels: int, head_config: dict[str, Any]) -> nn.Module:
         from dsac_ros.compact_memory import CompactMemoryHead
 
         return CompactMemoryHead(feature_channels, int(head_config["frames"]), int(head_config["entries"]),
-                                 int(head_config["subquantizers"]), int(head_config["retrieve_frames"]))
+                                 int(head_config["subquantizers"]), int(head_config["retrieve_frames"]),
+                                 int(head_config.get("key_stride", 1)))
     if is_memory_head(head_config):
         from dsac_ros.memory_head import MemoryHead
 
         return MemoryHead(feature_channels, int(head_config["frames"]), int(head_config["cells"]),
-                          int(head_config["retrieve_frames"]))
+                          int(head_config["retrieve_frames"]), int(head_config.get("key_stride", 1)))
     return Head(feature_channels, int(head_config["width"]), int(head_config["residual_blocks"]))
 
 

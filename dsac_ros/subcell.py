@@ -94,3 +94,36 @@ def grid_layout(pixels_xy: torch.Tensor) -> Optional[tuple[tuple[int, int], torc
     if not torch.equal(grid.to(pixels_xy.dtype), pixels_xy):
         return None
     return (len(ys), len(xs)), torch.stack([xs[1] - xs[0], ys[1] - ys[0]]).double()
+
+
+def fine_positions(features: torch.Tensor, stride: int, keys: torch.Tensor) -> torch.Tensor:
+    """Where on the full grid each match of a strided lookup lies, to a fraction of a cell.
+
+    features: (h, w, C) query features; the lookup searched with the sub-grid ``features[::stride,
+    ::stride]`` (M = ceil(h / stride) * ceil(w / stride) cells, row-major) against keys kept on the
+    same sub-grid of the mapping frames, so a matched key's point is seen up to ``stride - 1`` cells
+    from its query cell. keys: (M, C) the matched keys. Each key's nearest cell in the
+    (2 stride - 1)^2 window around its query cell is found, then ``subcell_offsets_at`` places the
+    minimum between that cell and its neighbours. Returns (M, 2) (x, y) positions in full-grid cells.
+    """
+    features, keys = features.float(), keys.float()
+    height, width, _ = features.shape
+    coarse_rows = torch.arange(0, height, stride, device=features.device)
+    coarse_cols = torch.arange(0, width, stride, device=features.device)
+    rows = coarse_rows.view(-1, 1).expand(-1, len(coarse_cols)).reshape(-1)
+    cols = coarse_cols.view(1, -1).expand(len(coarse_rows), -1).reshape(-1)
+    reach = stride - 1
+    best_distance = torch.full((len(rows),), float("inf"), device=features.device)
+    best_rows, best_cols = rows.clone(), cols.clone()
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            r, c = rows + dy, cols + dx
+            inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+            r_in, c_in = r.clamp(0, height - 1), c.clamp(0, width - 1)
+            distance = ((features[r_in, c_in] - keys) ** 2).sum(-1)
+            better = inside & (distance < best_distance)
+            best_distance = torch.where(better, distance, best_distance)
+            best_rows = torch.where(better, r_in, best_rows)
+            best_cols = torch.where(better, c_in, best_cols)
+    offsets = subcell_offsets_at(features, best_rows * width + best_cols, keys)
+    return torch.stack([best_cols.to(offsets.dtype), best_rows.to(offsets.dtype)], -1) + offsets

@@ -43,6 +43,9 @@ BENCHMARKS: dict[str, Benchmark] = {
     "transfer": Benchmark("encoders side by side on held-out procedural rooms: map each (rgbd, rgb) and localise "
                           "nearby views; how well a leaner or retrained encoder transfers",
                           module="dsac_ros.benchmarks.transfer"),
+    "real": Benchmark("a real recording (7-Scenes redkitchen, ../shared/real/) in its release format: dsac_ros "
+                      "rgbd and rgb maps, RGB and RGB-D queries, beside SIFT + PoseLib with and without retrieval; "
+                      "--ablation: what loses on real images", module="dsac_ros.benchmarks.real"),
     "soak": Benchmark("the localizer node over 10,000 frames of a looped bag: memory, latency, drops; with 10 % "
                       "faults mixed in; with map swaps under load"),
     "tolerances": Benchmark("the test suite's numeric tolerances across thread counts and BLAS code paths"),

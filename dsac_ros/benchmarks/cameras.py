@@ -110,7 +110,7 @@ def run_row(scene: str, mode: str, row: str, minutes: float, device: str, live: 
     map_path = work / f"{scene}_{mode}_{row.replace(' ', '_')}.pt"
     options = MappingOptions(mode=mode, minutes=minutes, device=device, progress=False, end_to_end=end_to_end,
                              input_normalization=input_normalization,
-                             encoder_path=None if encoder is None else str(encoder))
+                             encoder_path="auto" if encoder is None else str(encoder))
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -42,9 +42,9 @@ STAGES = ("decode", "prepare", "encoder", "lookup", "ransac", "alignment", "publ
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenes", default="small_room,large_room", help="comma-separated standard scenes")
     parser.add_argument("--backends", default="torch,onnxruntime", help="comma-separated encoder backends")
-    parser.add_argument("--encoders", default="shipped",
-                        help="comma-separated encoder files the maps are made with, side by side ('shipped' = "
-                             "dsac_ros/assets/encoder.pt, the default)")
+    parser.add_argument("--encoders", default="default",
+                        help="comma-separated encoders the maps are made with, side by side: 'default' (the "
+                             "map's own choice), 'shipped', 'lean' or files")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch, faiss, onnxruntime)")
     parser.add_argument("--max-frames", type=int, default=None, help="test frames per scene (default: all)")
     parser.add_argument("--lost-frames", type=int, default=40, help="hopeless frames per scene (other scene's)")
@@ -61,8 +61,11 @@ def _cache_dir() -> Path:
 
 
 def encoder_label(encoder: str | None) -> str:
-    """'shipped', or an encoder file's shape: 'widths C0-C1-C2-C3 xN blocks' as '8-16-32-64x2'."""
-    if encoder in (None, "", "shipped"):
+    """'default' (the map's own choice, ``MappingOptions.encoder_path`` "auto"), 'shipped', or an
+    encoder file's shape: 'widths C0-C1-C2-C3 xN blocks' as '8-16-32-64x2'."""
+    if encoder in (None, "", "default"):
+        return "default"
+    if encoder == "shipped":
         return "shipped"
     from dsac_ros.encoder_file import encoder_shape
 
@@ -73,16 +76,16 @@ def scene_map(scene: str, device: str, log=print, mode: str = "rgbd", triangulat
               encoder: str | None = None) -> Path:
     """The scene's memory map for ``mode`` (no end-to-end stage: the same work on any load), made
     once; rgb ``triangulation`` other than the default, a normalisation other than fixed, and an
-    encoder file other than the shipped one (named by its weights' digest) get a file of their own."""
+    encoder other than the default's (named by its weights' digest) get a file of their own."""
     from dsac_ros.benchmarks.cameras import scene_bags
     from dsac_ros.data import read_frames
     from dsac_ros.mapping import MappingOptions, MemoryOptions, map_recording
 
     memory = MemoryOptions() if triangulation is None else MemoryOptions(triangulation=triangulation)
-    shipped = encoder in (None, "", "shipped")
+    shipped = encoder in (None, "", "default")  # the default map's encoder (MappingOptions' "auto")
     options = MappingOptions(mode=mode, device=device, progress=False, end_to_end=False, memory=memory,
-                             encoder_path=None if shipped else str(encoder))
-    suffix = ("" if triangulation is None else f"_{triangulation}") + \
+                             encoder_path="auto" if shipped else str(encoder))
+    suffix = f"_{options.input_height_px}px" + ("" if triangulation is None else f"_{triangulation}") + \
         ("" if options.resolved_input_normalization == "fixed" else f"_{options.resolved_input_normalization}")
     if not shipped:
         from dsac_ros.encoder_file import encoder_path_of, load_encoder

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, metavar="N", help="CPU threads for torch")
     parser.add_argument("--topics", nargs="+", default=None, metavar="TOPIC",
                         help="topics to play (default: image, camera_info, depth with --use-depth, /tf, /tf_static)")
-    add_recording_arguments(parser)
+    add_recording_arguments(parser, formats=False)
     parser.add_argument("--use-depth", action="store_true", help="run the node with use_depth (RGB-D hypotheses)")
     parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                         help="set a node parameter, e.g. ransac.hypotheses=128 (repeatable)")

@@ -33,12 +33,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "full: train the whole network, DSAC*-style (GPU, long runs) (default: %(default)s)")
     parser.add_argument("--end-to-end", dest="end_to_end", action=argparse.BooleanOptionalAction,
                         default=default_of(MappingOptions, "end_to_end"),
-                        help="finish with the end-to-end DSAC stage (default: on)")
+                        help="finish with the end-to-end DSAC stage (default: off for memory maps, where it "
+                             "did not pay for its time on real images; on for --network fast/ace and full mode)")
     parser.add_argument("--device", default=default_of(MappingOptions, "device"),
                         help="auto, cpu, cuda or cuda:N (default: %(default)s)")
-    parser.add_argument("--encoder", metavar="PATH", default=None,
+    parser.add_argument("--encoder", metavar="PATH", default="auto",
                         help="pretrained encoder file, or 'shipped' / 'lean' (the package's; lean: 8-16-32-64 "
-                             "widths, a quarter of the encoder's time; default: shipped)")
+                             "widths, a quarter of the encoder's time; default: lean for memory maps at 480 px "
+                             "and above, else shipped)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run of the same --out from its checkpoint (MAP.pt.ckpt/)")
     parser.add_argument("--network", default=None,
@@ -46,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "head), fast or ace (trained MLP heads), full "
                              "(default: memory for rgbd/rgb, full for full mode)")
     parser.add_argument("--input-height", type=int, default=default_of(MappingOptions, "input_height_px"), metavar="PX",
-                        help="network input height, a multiple of 8 (default: %(default)s)")
+                        help="network input height, a multiple of 8 (default: 480 for memory maps, 240 otherwise)")
     parser.add_argument("--passes", type=int, default=None, metavar="N",
                         help="views per frame in the buffer: 1 plain + N-1 augmented (default: as many as fit "
                              "in 30 %% of the budget, 2 to 6)")
@@ -61,6 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--key-bytes", type=int, default=default_of(MemoryOptions, "subquantizers"), metavar="B",
                         help="memory maps: bytes per product-quantised key; 0 keeps dense float16 keys, "
                              "256 bytes each (default: %(default)s)")
+    parser.add_argument("--key-stride", type=int, default=default_of(MemoryOptions, "key_stride"), metavar="S",
+                        help="memory maps: keep keys on every S-th cell of each axis; queries search with the same "
+                             "sub-grid and place each match on the full grid (default: 2 for memory maps at 480 px "
+                             "and above, else 1)")
     parser.add_argument("--input-normalization", choices=INPUT_NORMALIZATIONS,
                         default=default_of(MappingOptions, "input_normalization"),
                         help="network input: fixed mean / std; per_image_gain (each image scaled to the fixed "
@@ -126,7 +132,8 @@ def run(args: argparse.Namespace) -> int:
         print("dsac-ros map: --key-bytes must be 0 (dense keys) or positive", file=sys.stderr)
         return 2
     changes["memory"] = MemoryOptions(keyframes=KeyframeOptions(enabled=args.keyframes),
-                                      subquantizers=args.key_bytes or None, triangulation=args.triangulation)
+                                      subquantizers=args.key_bytes or None, triangulation=args.triangulation,
+                                      key_stride=args.key_stride)
     if args.passes is not None:
         changes["augmentation"] = AugmentationOptions(passes=args.passes)
     try:

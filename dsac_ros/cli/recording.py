@@ -13,7 +13,28 @@ def _optional(value: Optional[str]) -> Optional[str]:
     return None if value is None or value.strip().lower() in ("", "none") else value
 
 
-def add_recording_arguments(parser: argparse.ArgumentParser) -> None:
+def add_recording_arguments(parser: argparse.ArgumentParser, formats: bool = True) -> None:
+    """Topic options; with ``formats`` also --format, --frames and --split (readers of folders)."""
+    from dsac_ros.data import FORMATS
+
+    if formats:
+        _add_format_arguments(parser, FORMATS)
+    _add_topic_arguments(parser)
+
+
+def _add_format_arguments(parser: argparse.ArgumentParser, FORMATS: dict) -> None:
+    data = parser.add_argument_group("data format and frame selection")
+    data.add_argument("--format", default="auto", choices=("auto", *FORMATS),
+                      help="reader: " + "; ".join(f"{name}: {text}" for name, text in FORMATS.items())
+                           + " (default: detected from the contents)")
+    data.add_argument("--frames", default=None, metavar="RANGES",
+                      help="7-Scenes: keep the frames numbered in these inclusive ranges, e.g. 0-199,300-599,700-999")
+    data.add_argument("--split", default=None, metavar="FILE",
+                      help="7-Scenes: keep the sequences (sequenceN lines, as TrainSplit.txt / TestSplit.txt) or "
+                           "frames (seq-01/frame-000200 lines) a split file names; a path or a file in the scene folder")
+
+
+def _add_topic_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("rosbag2 topics and frames")
     group.add_argument("--image-topic", default=RecordingOptions.image_topic, help="sensor_msgs/Image or CompressedImage")
     group.add_argument("--camera-info-topic", default=RecordingOptions.camera_info_topic, help="sensor_msgs/CameraInfo")
@@ -32,4 +53,6 @@ def recording_options(args: argparse.Namespace) -> RecordingOptions:
     """``RecordingOptions`` (for ``open_recording``, ``map_recording``, live evaluation) from parsed options."""
     return RecordingOptions(image_topic=args.image_topic, camera_info_topic=args.camera_info_topic,
                             depth_topic=_optional(args.depth_topic), pose_topic=_optional(args.pose_topic),
-                            tf_parent=args.tf_parent, tf_child=_optional(args.tf_child))
+                            tf_parent=args.tf_parent, tf_child=_optional(args.tf_child),
+                            format=getattr(args, "format", "auto"), frames=getattr(args, "frames", None),
+                            split=getattr(args, "split", None))

@@ -17,7 +17,14 @@ from dsac_ros.data.folder import FolderReader, write_folder
 from dsac_ros.data.recording import RecordingOptions
 from dsac_ros.frame import Frame
 
-__all__ = ["Frame", "RecordingError", "RecordingOptions", "FolderReader", "open_recording", "read_frames", "iterate_then_close", "count_frames",
+FORMATS = {
+    "rosbag2": "rosbag2 directory (metadata.yaml) or .mcap / .db3 file; topics by --image-topic etc.",
+    "folder": "dsac_ros folder: frame-*.color.png/jpg, registered depth, world_T_cam poses, intrinsics.txt",
+    "7scenes": "7-Scenes / 12-Scenes scene or seq-NN folder as released: unregistered depth, depth-camera "
+               "poses, the Kinect calibration facts (or 12-Scenes' info.txt)",
+}
+
+__all__ = ["FORMATS", "Frame", "RecordingError", "RecordingOptions", "FolderReader", "open_recording", "read_frames", "iterate_then_close", "count_frames",
            "is_bag", "write_folder", "write_bag"]
 
 
@@ -40,13 +47,37 @@ def open_recording(path, recording: Optional[RecordingOptions] = None, *, stamp_
     path = Path(path)
     if not path.exists():
         raise RecordingError(f"{path}: no such file or directory")
-    if is_bag(path):
+    name = detect_format(path) if topics.format == "auto" else topics.format
+    if name not in FORMATS:
+        raise RecordingError(f"unknown format {name!r}; known: {', '.join(FORMATS)}")
+    if name != "7scenes" and (topics.frames or topics.split):
+        raise RecordingError(f"{path}: frame ranges and split files apply to 7-Scenes folders, this is {name}")
+    if name == "7scenes":
+        from dsac_ros.data.sevenscenes import SevenScenesReader
+
+        if intrinsics is not None:
+            raise RecordingError(f"{path}: 7-Scenes folders take their calibration from info.txt or the Kinect "
+                                 "facts, not --intrinsics")
+        return SevenScenesReader(path, frames=topics.frames, split=topics.split)
+    if name == "rosbag2":
         from dsac_ros.data.rosbag import BagReader
 
         return BagReader(path, **topics.as_kwargs(), stamp_tolerance_s=stamp_tolerance_s, intrinsics=intrinsics)
     if path.is_dir():
         return FolderReader(path, intrinsics=intrinsics)
     raise RecordingError(f"{path}: neither a folder recording nor a rosbag2 (directory with metadata.yaml, .mcap, .db3)")
+
+
+def detect_format(path) -> str:
+    """The FORMATS name of what lies at ``path``, from its contents."""
+    from dsac_ros.data.sevenscenes import looks_like_seven_scenes
+
+    path = Path(path)
+    if is_bag(path):
+        return "rosbag2"
+    if path.is_dir() and looks_like_seven_scenes(path):
+        return "7scenes"
+    return "folder"
 
 
 def read_frames(path, **options) -> Iterator[Frame]:

@@ -10,7 +10,7 @@ from dsac_ros.dsac import RansacOptions
 from dsac_ros.head_training import HeadTrainingOptions
 from dsac_ros.mapping.keyframes import KeyframeOptions
 
-from dsac_ros.network import (DEFAULT_INPUT_HEIGHT_PX, DEFAULT_NORMALIZATION, OUTPUT_STRIDE, is_memory_head,
+from dsac_ros.network import (DEFAULT_INPUT_HEIGHT_PX, MEMORY_INPUT_HEIGHT_PX, DEFAULT_NORMALIZATION, OUTPUT_STRIDE, is_memory_head,
                               network_config)
 
 
@@ -81,6 +81,11 @@ class MemoryOptions:
     # frames, triangulated (``memory_head.triangulate_memory``). small_room rgb, within 5 cm / 5 deg
     # (150 test frames): sweep 93.3 %, mapped in 26 s; matches 91.3 %, 44 s.
     triangulation: str = "sweep"
+    # Keys kept on every key_stride-th cell of each axis (1: every cell). A query then searches
+    # with the same sub-grid of its cells and finds each match's position on its full grid
+    # (``dsac_ros.subcell.fine_positions``): a finer grid's precision at the coarse grid's cost.
+    # None: 2 for memory maps at 480 px and above (MappingOptions decides), else 1.
+    key_stride: Optional[int] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.keyframes, dict):  # from a checkpoint's or map's plain record
@@ -88,6 +93,8 @@ class MemoryOptions:
             self.keyframes = KeyframeOptions(**{k: v for k, v in self.keyframes.items() if k in names})
         if self.triangulation not in TRIANGULATIONS:
             raise MappingError(f"triangulation must be one of {', '.join(TRIANGULATIONS)}, got {self.triangulation!r}")
+        if self.key_stride is not None and int(self.key_stride) < 1:
+            raise MappingError(f"key_stride must be at least 1, got {self.key_stride}")
         if self.subquantizers is not None and self.subquantizers < 1:
             raise MappingError(f"subquantizers must be at least 1 (or None for dense keys), got {self.subquantizers}")
 
@@ -114,16 +121,25 @@ class MappingOptions:
 
     mode: str = "rgbd"
     minutes: float = 10.0
-    end_to_end: bool = True
+    # The end-to-end DSAC stage. None: on for MLP heads and full mode; off for memory maps, whose
+    # coordinates are depth samples or triangulated points: on the real 7-Scenes split it moved
+    # accuracy by -1.5..+1.5 points for 85 % of the mapping time (bench/results/real.json ablation).
+    end_to_end: Optional[bool] = None
     device: str = "auto"
-    # Encoder file (dsac_ros.encoder_file.load_encoder); None = the shipped one, else a random
-    # encoder with a warning. ``full`` mode uses it only when given explicitly.
-    encoder_path: Optional[str] = None
+    # Encoder file (dsac_ros.encoder_file.load_encoder) or a NAMED_ENCODERS name; None = the shipped
+    # one; "auto": the lean encoder for memory maps at 480 px and above (a quarter of the shipped
+    # encoder's cost, as accurate there on real images), else the shipped one. ``full`` mode uses
+    # it only when given explicitly.
+    encoder_path: Optional[str] = "auto"
     # Head architecture (and, in full mode, the whole network) from dsac_ros.network.NETWORK_CONFIGS;
     # None: "memory" (scene memory head, dsac_ros.memory_head) for rgbd / rgb, "full" in full mode.
     # "fast" / "ace" train an MLP head instead (10 minutes reach about 40 cm on small_room).
     network: Optional[str] = None
-    input_height_px: int = DEFAULT_INPUT_HEIGHT_PX
+    # Network input height. None: MEMORY_INPUT_HEIGHT_PX (480) for memory maps, whose keys then lie on
+    # every 2nd cell (``MemoryOptions.key_stride``); DEFAULT_INPUT_HEIGHT_PX (240) otherwise. On the
+    # real 7-Scenes split, RGB queries: 240 px 87.0 / 31.5 / 6.5 % within 5 / 2 / 1 cm; 480 px with
+    # strided keys in bench/results/real.json.
+    input_height_px: Optional[int] = None
     # Network input: "fixed" (one mean and std for every image), "per_image_gain" (each image
     # scaled to the fixed mean first: one gain per image cancels a camera's exposure change,
     # contrast is kept), "per_image" (each image standardised by its own mean and std), or "auto":
@@ -164,8 +180,6 @@ class MappingOptions:
             raise MappingError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
         if not self.minutes > 0:
             raise MappingError(f"minutes must be positive, got {self.minutes}")
-        if self.input_height_px <= 0 or self.input_height_px % OUTPUT_STRIDE:
-            raise MappingError(f"input height must be a positive multiple of {OUTPUT_STRIDE}")
         if self.input_normalization not in INPUT_NORMALIZATIONS:
             raise MappingError(f"input_normalization must be one of {', '.join(INPUT_NORMALIZATIONS)}, "
                                f"got {self.input_normalization!r}")
@@ -177,6 +191,19 @@ class MappingOptions:
         if self.mode == "full" and is_memory_head(network_config(self.network)["head"]):
             raise MappingError("full mode trains a network end to end; a memory head has nothing to train "
                                "there: use --mode rgbd or rgb with --network memory")
+        # Defaults that depend on the head (None / "auto"): see the fields' comments.
+        memory = is_memory_head(network_config(self.network)["head"])
+        if self.input_height_px is None:
+            self.input_height_px = MEMORY_INPUT_HEIGHT_PX if memory else DEFAULT_INPUT_HEIGHT_PX
+        if self.input_height_px <= 0 or self.input_height_px % OUTPUT_STRIDE:
+            raise MappingError(f"input height must be a positive multiple of {OUTPUT_STRIDE}")
+        fine = memory and self.input_height_px >= MEMORY_INPUT_HEIGHT_PX
+        if self.encoder_path == "auto":
+            self.encoder_path = "lean" if fine else None
+        if self.end_to_end is None:
+            self.end_to_end = not memory
+        if isinstance(self.memory, MemoryOptions) and self.memory.key_stride is None:
+            self.memory = dataclasses.replace(self.memory, key_stride=2 if fine else 1)
 
     @property
     def resolved_input_normalization(self) -> str:

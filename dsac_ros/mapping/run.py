@@ -65,6 +65,9 @@ from dsac_ros.network import SceneCoordinateNetwork, build_head, network_config
 
 logger = logging.getLogger(__name__)
 
+# Held-out frames meet the memory without its views within this distance (``validate_head``).
+VALIDATION_HIDE_WITHIN_M = 0.10
+
 
 @dataclass
 class MappingResult:
@@ -189,6 +192,7 @@ class MappingRun:
                   "head": network_config(options.network)["head"]}
         if memory:
             config["head"].update(frames=int(buffer_data.mapping_frames), retrieve_frames=int(options.retrieve_frames),
+                                  key_stride=int(options.memory.key_stride),
                                   cells=max(stop - start for _, _, start, stop in buffer_data.plain_views()))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(options.seed)
@@ -223,7 +227,8 @@ class MappingRun:
                 progress.update(stage="memory")
                 with timer.measure("memory"):
                     state = fill_memory(head, buffer_data, use_depth, self.log,
-                                        options.memory.subquantizers, options.seed, options.memory.triangulation)
+                                        options.memory.subquantizers, options.seed, options.memory.triangulation,
+                                        options.memory.key_stride)
                 if state.get("head_config"):
                     install_head(state["head_config"])
                     head.load_state_dict(state["head"])
@@ -238,7 +243,10 @@ class MappingRun:
         ], validate=lambda: validate_head(head, buffer_data, device, max_frames=5))  # head: the latest one
         progress.update(stage="final validation")
         with timer.measure("validation"):
-            final = validate_head(head, buffer_data, device, max_frames=10)
+            # Every held-out frame (up to max_validation_frames), its 10 cm neighbourhood hidden
+            # from memory lookups: the covariance scale is calibrated on test-like views.
+            final = validate_head(head, buffer_data, device, max_frames=max(10, len(buffer_data.validation)),
+                                  hide_within_m=VALIDATION_HIDE_WITHIN_M if memory else 0.0)
         progress.update(validation=format_validation(final))
         return self._save_result(network, encoder_info, budget, final)
 

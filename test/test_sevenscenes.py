@@ -4,6 +4,7 @@ The real-frame test reads ../shared/real/7scenes-redkitchen (never copied into t
 skips with the reason where it is absent.
 """
 
+import os
 from pathlib import Path
 
 import cv2
@@ -16,7 +17,9 @@ from dsac_ros.data.sevenscenes import (SEVEN_SCENES, DepthCalibration, SevenScen
                                        register_depth)
 from dsac_ros.geometry import invert_pose, transform_points
 
-REAL_SEQUENCE = Path(__file__).resolve().parents[2] / "shared" / "real" / "7scenes-redkitchen" / "seq-01"
+# ../shared/real next to the checkout, or where DSAC_ROS_REAL_DATA points.
+REAL_DATA = Path(os.environ.get("DSAC_ROS_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "real"))
+REAL_SEQUENCE = REAL_DATA / "7scenes-redkitchen" / "seq-01"
 needs_real = pytest.mark.skipif(not REAL_SEQUENCE.is_dir(),
                                 reason=f"the real 7-Scenes recording is not here ({REAL_SEQUENCE})")
 

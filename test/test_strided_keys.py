@@ -6,6 +6,7 @@ reason where absent) at 240 px (a key on every cell) and at 480 px with strided 
 RGB queries against both.
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,9 @@ from dsac_ros.mapping import MappingOptions, MemoryOptions
 from dsac_ros.memory_head import MemoryHead, strided_lookup
 from dsac_ros.subcell import fine_positions
 
-REAL_SEQUENCE = Path(__file__).resolve().parents[2] / "shared" / "real" / "7scenes-redkitchen" / "seq-01"
+# ../shared/real next to the checkout, or where DSAC_ROS_REAL_DATA points.
+REAL_DATA = Path(os.environ.get("DSAC_ROS_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "real"))
+REAL_SEQUENCE = REAL_DATA / "7scenes-redkitchen" / "seq-01"
 
 
 def _smooth_field(height: int, width: int, channels: int = 16, seed: int = 0):

@@ -31,7 +31,8 @@ from typing import Any, Sequence
 import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "real" / "7scenes-redkitchen" / "seq-01"
+# ../shared/real next to the checkout, or where DSAC_ROS_REAL_DATA points.
+DEFAULT_DATA = Path(os.environ.get("DSAC_ROS_REAL_DATA", REPO_ROOT.parent / "shared" / "real")) / "7scenes-redkitchen" / "seq-01"
 DEFAULT_OUT = REPO_ROOT / "bench" / "results" / "real.json"
 MAPPING_FRAMES = "0-199,300-599,700-999"  # the split of ../shared/real/7scenes-redkitchen/README.md
 TEST_FRAMES = "200-299,600-699"

@@ -203,14 +203,11 @@ def sweep_frames(grids: list[Optional[FrameGrid]], descriptors: torch.Tensor, op
 
 @torch.no_grad()
 def sweep_memory(head, pixels_xy: list[torch.Tensor], cam_T_world: torch.Tensor, intrinsics_K: torch.Tensor,
-                 center_m: torch.Tensor, options: SweepOptions = SweepOptions(), stride: int = 1) -> dict[str, int]:
+                 center_m: torch.Tensor, options: SweepOptions = SweepOptions()) -> dict[str, int]:
     """rgb mode: give a dense ``MemoryHead``'s cells the swept depths' coordinates (others unknown).
 
     pixels_xy: per frame (m_f, 2) cell centres in image pixels (a whole row-major grid, else the
-    frame gets no depths); cam_T_world: (F, 4, 4); intrinsics_K: (F, 3, 3); center_m: (3,).
-    stride: sweep only every ``stride``-th cell of each axis, against the partners' grids sampled
-    alike (the cells a map with that key stride keeps; a stride-2 map of 480 px costs then what a
-    240 px map did)."""
+    frame gets no depths); cam_T_world: (F, 4, 4); intrinsics_K: (F, 3, 3); center_m: (3,)."""
     projection = None
     if options.channels and options.channels < head.in_channels:
         sample = head.keys.reshape(-1, head.in_channels)[::7].float()
@@ -227,9 +224,9 @@ def sweep_memory(head, pixels_xy: list[torch.Tensor], cam_T_world: torch.Tensor,
         keys = head.keys[f, :height * width].float()
         if projection is not None:
             keys = (keys - projection[0]) @ projection[1]
-        keys = keys.reshape(height, width, -1).permute(2, 0, 1)[:, ::stride, ::stride].contiguous()
+        keys = keys.reshape(height, width, -1).permute(2, 0, 1).contiguous()
         grids.append(FrameGrid(keys, intrinsics_K[f].double(), cam_T_world[f].double(),
-                               pixels_xy[f][0].double(), cell_px * stride))
+                               pixels_xy[f][0].double(), cell_px))
     depths, counts = sweep_frames(grids, head.descriptors.float(), options)
     for f, (grid, depth) in enumerate(zip(grids, depths)):
         if grid is None:
@@ -238,14 +235,9 @@ def sweep_memory(head, pixels_xy: list[torch.Tensor], cam_T_world: torch.Tensor,
         points_cam = grid.rays_cam() * depth[:, None]
         world_T_cam = torch.linalg.inv(grid.cam_T_world)
         points = points_cam @ world_T_cam[:3, :3].T + world_T_cam[:3, 3]
-        # The swept cells' rows in the frame's full grid (all of them at stride 1).
-        width = int(round(float(len(pixels_xy[f]) / (len(pixels_xy[f][:, 1].unique())))))
-        rows, cols = torch.meshgrid(torch.arange(grid.size[0]) * stride, torch.arange(grid.size[1]) * stride,
-                                    indexing="ij")
-        cells = (rows * width + cols).reshape(-1)
-        head.valid[f] = False
-        head.values.data[f, cells[good]] = (points[good] - center_m.double()).float()
-        head.valid[f, cells] = good
+        count = len(depth)
+        head.values.data[f, :count][good] = (points[good] - center_m.double()).float()
+        head.valid[f, :count] = good
     head.finish()
     return {**counts, "triangulated_cells": counts["consistent_cells"],
-            "cells": int(sum(len(p) for p in pixels_xy)) // (stride * stride)}
+            "cells": int(sum(len(p) for p in pixels_xy))}

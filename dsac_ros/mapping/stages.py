@@ -235,12 +235,10 @@ def fill_memory(head: nn.Module, data: MappingBuffer, use_depth: bool,
         head.finish()
     else:
         views = [view for view, _, _, _ in plain]
-        arguments = (head, [buffer.pixels_xy[a:b] for _, _, a, b in plain], buffer.cam_T_world[views].double(),
-                     buffer.intrinsics_K[views].double(), center.view(3).double())
-        if triangulation == "sweep":  # only the cells whose keys the map keeps
-            triangulated = sweep_memory(*arguments, stride=max(1, int(key_stride)))
-        else:
-            triangulated = triangulate_memory(*arguments)
+        fill = sweep_memory if triangulation == "sweep" else triangulate_memory
+        triangulated = fill(head, [buffer.pixels_xy[a:b] for _, _, a, b in plain],
+                            buffer.cam_T_world[views].double(), buffer.intrinsics_K[views].double(),
+                            center.view(3).double())
     if key_stride > 1:
         from dsac_ros.subcell import grid_layout
 

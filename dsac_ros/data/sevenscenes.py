@@ -23,13 +23,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Optional
 
 import numpy as np
 
 from dsac_ros.camera import Intrinsics
 from dsac_ros.data.errors import RecordingError
-from dsac_ros.data.folder import DEFAULT_PERIOD_NS, _frame_stems, _natural_key, _read_image, _read_matrix
+from dsac_ros.data.folder import DEFAULT_PERIOD_NS, _frame_stems, _natural_key, _read_image
 from dsac_ros.frame import Frame
 
 RIGID_TOLERANCE = 1e-3  # |R R^T - I| of a calibration's rotation; the Kinect one is orthonormal to 1e-8
@@ -310,7 +310,7 @@ class SevenScenesReader:
             if not np.all(np.isfinite(world_T_depth)):
                 self.skipped_without_pose += 1  # lost tracking (12-Scenes writes -inf)
                 continue
-            world_T_depth = _read_matrix(pose_path, (4, 4))
+            world_T_depth = world_T_depth.reshape(4, 4)
             bgr = _read_image(colour_path, cv2.IMREAD_COLOR)
             image = np.ascontiguousarray(bgr[:, :, ::-1])
             calibration = self.calibration_for(sequence, image.shape[1], image.shape[0])
@@ -318,7 +318,6 @@ class SevenScenesReader:
             if np.abs(rotation @ rotation.T - np.eye(3)).max() > 0.01:
                 raise RecordingError(f"{pose_path}: not a rigid transform (rotation off orthonormal by "
                                      f"{np.abs(rotation @ rotation.T - np.eye(3)).max():.3f})")
-            world_T_depth = world_T_depth.copy()
             world_T_depth[:3, :3] = nearest_rotation(rotation)
             world_T_cam = world_T_depth @ np.linalg.inv(calibration.rgb_T_depth)
             depth = None
@@ -337,8 +336,3 @@ class SevenScenesReader:
             stamp_ns = (_frame_number(sequence.name) * 1_000_000 + _frame_number(stem)) * DEFAULT_PERIOD_NS
             yield Frame(image, calibration.colour, int(stamp_ns), depth, world_T_cam, name)
 
-
-def select_frames(frames: Sequence[Frame], ranges: str) -> list[Frame]:
-    """Frames whose number (the last number in the name) lies in the inclusive ranges."""
-    parsed = parse_frame_ranges(ranges)
-    return [f for f in frames if any(a <= _frame_number(f.name) <= b for a, b in parsed)]

@@ -61,6 +61,8 @@ class CompactMemoryHead(nn.Module):
         self.in_channels, self.frames, self.entries = int(in_channels), int(frames), int(entries)
         self.subquantizers, self.retrieve_frames = int(subquantizers), int(retrieve_frames)
         self.key_stride = int(key_stride)  # the mapping grid's sub-grid the keys were kept on
+        # (F,) bool or None: frames retrieval skips (as ``MemoryHead.hidden_frames``); not saved.
+        self.hidden_frames: Optional[torch.Tensor] = None
         sub = self.in_channels // self.subquantizers
         self.register_buffer("codes", torch.zeros(entries, subquantizers, dtype=torch.uint8))
         self.register_buffer("codebooks", torch.zeros(subquantizers, CENTROIDS, sub))
@@ -114,8 +116,7 @@ class CompactMemoryHead(nn.Module):
                  retrieve_frames: Optional[int] = None) -> torch.Tensor:
         """(M, C) features of one image -> (k,) indices of the most similar keyframes (as ``MemoryHead``)."""
         wanted = self.retrieve_frames if retrieve_frames is None else int(retrieve_frames)
-        return most_similar_frames(self.descriptors, features, wanted, exclude_frame,
-                                   getattr(self, "hidden_frames", None))
+        return most_similar_frames(self.descriptors, features, wanted, exclude_frame, self.hidden_frames)
 
     def lookup(self, features: torch.Tensor, exclude_frame: Optional[int] = None,
                return_index: bool = False, retrieve_frames: Optional[int] = None):

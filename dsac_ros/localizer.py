@@ -233,13 +233,13 @@ class Localizer:
         pixels_xy = prepared.cell_centers_px()
         head = self.network.head
         stride = int(getattr(head, "key_stride", 1))
+        cell_px = OUTPUT_STRIDE * np.asarray(prepared.image_size, dtype=np.float64) / prepared.input_size
         with torch.inference_mode():
             if stride > 1:
                 cells = features[0].permute(1, 2, 0).float().contiguous()  # (h, w, C)
                 offsets, grid_xy, (cells_h, cells_w) = strided_lookup(
                     head, cells, frames, self.subcell if subcell is None else subcell)
                 coords_world = offsets + self.network.scene_center_m.reshape(1, 3)
-                cell_px = OUTPUT_STRIDE * np.asarray(prepared.image_size, dtype=np.float64) / prepared.input_size
                 pixels_xy = pixels_xy[0] + grid_xy.double().cpu().numpy() * cell_px
             elif (self.subcell if subcell is None else subcell) and hasattr(head, "matched_keys"):
                 # (h, w, C), contiguous: the sub-cell step's shifted views of a strided permute ran 1-2 ms slower
@@ -248,7 +248,6 @@ class Localizer:
                 offsets, index = head.lookup(flat, return_index=True, retrieve_frames=frames)
                 coords_world = offsets + self.network.scene_center_m.reshape(1, 3)
                 shift_cells = subcell_offsets(cells, head.matched_keys(index).reshape(cells.shape))
-                cell_px = OUTPUT_STRIDE * np.asarray(prepared.image_size, dtype=np.float64) / prepared.input_size
                 pixels_xy = pixels_xy + shift_cells.reshape(-1, 2).double().cpu().numpy() * cell_px
             else:
                 coords = self.network.coords_from_features(features, retrieve_frames=frames)[0]  # (3, h, w)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dsac_ros.subcell import fine_positions, grid_layout, subcell_offsets_at
+from dsac_ros.subcell import fine_positions, grid_layout, sub_grid_cells, subcell_offsets_at
 
 DEFAULT_RETRIEVE_FRAMES = 8
 
@@ -105,6 +105,8 @@ class MemoryHead(nn.Module):
         self.in_channels, self.frames, self.cells = int(in_channels), int(frames), int(cells)
         self.retrieve_frames = int(retrieve_frames)
         self.key_stride = int(key_stride)  # keys on every key_stride-th cell of each axis (``keep_key_grid``)
+        # (F,) bool or None: frames retrieval skips (held-out validation, the ablation's oracle); not saved.
+        self.hidden_frames: Optional[torch.Tensor] = None
         self.register_buffer("keys", torch.zeros(frames, cells, in_channels, dtype=torch.float16))
         self.register_buffer("valid", torch.zeros(frames, cells, dtype=torch.bool))
         self.register_buffer("descriptors", torch.zeros(frames, in_channels))
@@ -148,8 +150,7 @@ class MemoryHead(nn.Module):
 
         retrieve_frames: k for this call (None: the map's own ``self.retrieve_frames``)."""
         wanted = self.retrieve_frames if retrieve_frames is None else int(retrieve_frames)
-        return most_similar_frames(self.descriptors, features, wanted, exclude_frame,
-                                   getattr(self, "hidden_frames", None))
+        return most_similar_frames(self.descriptors, features, wanted, exclude_frame, self.hidden_frames)
 
     def lookup(self, features: torch.Tensor, exclude_frame: Optional[int] = None,
                return_index: bool = False, retrieve_frames: Optional[int] = None):
@@ -209,9 +210,8 @@ def strided_lookup(head: nn.Module, cells: torch.Tensor, retrieve_frames: Option
     if subcell:
         grid_xy = fine_positions(cells, stride, head.matched_keys(index))
     else:
-        rows, cols = torch.meshgrid(torch.arange(0, cells.shape[0], stride), torch.arange(0, cells.shape[1], stride),
-                                    indexing="ij")
-        grid_xy = torch.stack([cols.reshape(-1), rows.reshape(-1)], 1).to(offsets.dtype)
+        rows, cols = sub_grid_cells(cells.shape[0], cells.shape[1], stride, cells.device)
+        grid_xy = torch.stack([cols, rows], 1).to(offsets.dtype)
     return offsets, grid_xy, (coarse.shape[0], coarse.shape[1])
 
 

@@ -96,6 +96,14 @@ def grid_layout(pixels_xy: torch.Tensor) -> Optional[tuple[tuple[int, int], torc
     return (len(ys), len(xs)), torch.stack([xs[1] - xs[0], ys[1] - ys[0]]).double()
 
 
+def sub_grid_cells(height: int, width: int, stride: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, cols), each (M,) int64: the cells of every ``stride``-th row and column of an (h, w)
+    grid, row-major (the query cells of a strided lookup)."""
+    rows = torch.arange(0, height, stride, device=device)
+    cols = torch.arange(0, width, stride, device=device)
+    return (rows.view(-1, 1).expand(-1, len(cols)).reshape(-1), cols.view(1, -1).expand(len(rows), -1).reshape(-1))
+
+
 def fine_positions(features: torch.Tensor, stride: int, keys: torch.Tensor) -> torch.Tensor:
     """Where on the full grid each match of a strided lookup lies, to a fraction of a cell.
 
@@ -108,10 +116,7 @@ def fine_positions(features: torch.Tensor, stride: int, keys: torch.Tensor) -> t
     """
     features, keys = features.float(), keys.float()
     height, width, _ = features.shape
-    coarse_rows = torch.arange(0, height, stride, device=features.device)
-    coarse_cols = torch.arange(0, width, stride, device=features.device)
-    rows = coarse_rows.view(-1, 1).expand(-1, len(coarse_cols)).reshape(-1)
-    cols = coarse_cols.view(1, -1).expand(len(coarse_rows), -1).reshape(-1)
+    rows, cols = sub_grid_cells(height, width, stride, features.device)
     reach = stride - 1
     best_distance = torch.full((len(rows),), float("inf"), device=features.device)
     best_rows, best_cols = rows.clone(), cols.clone()

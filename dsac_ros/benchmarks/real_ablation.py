@@ -63,13 +63,12 @@ def ablation_row(localizer, test: Sequence, name: str, retrieve_frames: int = 8,
 
     head = localizer.network.head
     points = frame_points(head, localizer.network.scene_center_m.reshape(1, 3)) if oracle else None
-    learned = head.retrieve
     records, errors = [], []
     try:
         for frame in test:
-            if oracle:
-                chosen = oracle_frames(frame, points, retrieve_frames)
-                head.retrieve = lambda *args, **kwargs: chosen  # this frame's lookups search the oracle's frames
+            if oracle:  # this frame's lookups can retrieve the oracle's frames only
+                head.hidden_frames = torch.ones(head.frames, dtype=torch.bool)
+                head.hidden_frames[oracle_frames(frame, points, retrieve_frames)] = False
             errors.append(correspondence_errors_m(localizer, frame, retrieve_frames, subcell))
             result = localizer.localize(frame.image_rgb, frame.intrinsics, retrieve_frames=retrieve_frames,
                                         subcell=subcell, seed=stamp_seed(frame.stamp_ns))
@@ -77,7 +76,7 @@ def ablation_row(localizer, test: Sequence, name: str, retrieve_frames: int = 8,
             record.apply_gate(result, GateSettings())
             records.append(record)
     finally:
-        head.retrieve = learned
+        head.hidden_frames = None
     metrics = compute_metrics(records)
     every = np.concatenate(errors) if errors else np.zeros(0)
     return {"row": name, **image_quality_split(test, records), "retrieve_frames": retrieve_frames, "oracle_retrieval": oracle, "subcell": subcell,

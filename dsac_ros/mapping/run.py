@@ -227,8 +227,7 @@ class MappingRun:
                 progress.update(stage="memory")
                 with timer.measure("memory"):
                     state = fill_memory(head, buffer_data, use_depth, self.log,
-                                        options.memory.subquantizers, options.seed, options.memory.triangulation,
-                                        options.memory.key_stride)
+                                        options.memory.subquantizers, options.seed, options.memory.triangulation)
                 if state.get("head_config"):
                     install_head(state["head_config"])
                     head.load_state_dict(state["head"])

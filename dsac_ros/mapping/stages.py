@@ -202,7 +202,7 @@ LARGE_MEMORY_MAP_BYTES = 500 * 2**20
 
 def fill_memory(head: nn.Module, data: MappingBuffer, use_depth: bool,
                 log: Callable[[str], None] = logger.info, subquantizers: Optional[int] = None,
-                seed: int = 0, triangulation: str = "sweep", key_stride: int = 1) -> dict[str, Any]:
+                seed: int = 0, triangulation: str = "sweep") -> dict[str, Any]:
     """Store every mapping frame's plain view in a (dense) memory head; returns a stage state.
 
     rgbd: each cell's coordinate from depth and pose. rgb: coordinates from the mapping frames'
@@ -210,8 +210,8 @@ def fill_memory(head: nn.Module, data: MappingBuffer, use_depth: bool,
     "matches" (``dsac_ros.memory_head.triangulate_memory``).
     With ``subquantizers``, the filled memory is then compacted (``CompactMemoryHead.from_dense``):
     the state's "head" is the compact head's and "head_config" its architecture.
-    key_stride > 1 keeps keys on every key_stride-th cell of each axis only (after triangulation,
-    which uses every cell's features).
+    A head with ``key_stride`` > 1 keeps keys on every key_stride-th cell of each axis only (after
+    triangulation, which uses every cell's features).
     """
     from dsac_ros.compact_memory import CompactMemoryHead
     from dsac_ros.memory_head import triangulate_memory
@@ -239,10 +239,9 @@ def fill_memory(head: nn.Module, data: MappingBuffer, use_depth: bool,
         triangulated = fill(head, [buffer.pixels_xy[a:b] for _, _, a, b in plain],
                             buffer.cam_T_world[views].double(), buffer.intrinsics_K[views].double(),
                             center.view(3).double())
-    if key_stride > 1:
+    if head.key_stride > 1:
         from dsac_ros.subcell import grid_layout
 
-        head.key_stride = int(key_stride)
         for _, frame, start_row, stop_row in plain:
             layout = grid_layout(buffer.pixels_xy[start_row:stop_row].double())
             if layout is None:

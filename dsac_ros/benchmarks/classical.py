@@ -130,13 +130,12 @@ def _triangulate_rgb(frames: Sequence, features: list[tuple[np.ndarray, np.ndarr
 
 
 def build_map(frames: Sequence, mode: str = "rgbd", partners: int = 4, seed: int = 0,
-              features: int = 2000) -> ClassicalMap:
-    """SIFT (``features`` per frame) of every mapping frame, lifted or triangulated, and the vocabulary."""
+              sift_features: int = 2000) -> ClassicalMap:
+    """SIFT (``sift_features`` per frame) of every mapping frame, lifted or triangulated, and the vocabulary."""
     import faiss
 
     frames = list(frames)
-    per_frame = features
-    features = [sift(frame.image_rgb, per_frame) for frame in frames]
+    features = [sift(frame.image_rgb, sift_features) for frame in frames]
     result = ClassicalMap()
     for index, (frame, (keypoints, descriptors)) in enumerate(zip(frames, features)):
         if mode == "rgbd":
@@ -171,17 +170,17 @@ def _histogram(words: np.ndarray, idf: np.ndarray) -> np.ndarray:
 
 
 def localize(classical: ClassicalMap, image_rgb: np.ndarray, intrinsics, retrieve: int = 5,
-             seed: int = 0, features: int = 2000) -> tuple[Optional[np.ndarray], dict[str, Any]]:
+             seed: int = 0, sift_features: int = 2000) -> tuple[Optional[np.ndarray], dict[str, Any]]:
     """world_T_cam (4, 4) or None, with {"matches", "inliers", "ms": {sift, retrieve, match, pnp}}.
 
     retrieve: mapping frames matched (the most similar by histogram; all of them when it is at least
-    the map's frame count); features: SIFT keypoints of the query."""
+    the map's frame count); sift_features: SIFT keypoints of the query."""
     import poselib
 
     from dsac_ros.geometry import make_pose
 
     t0 = time.perf_counter()
-    keypoints, descriptors = sift(image_rgb, features)
+    keypoints, descriptors = sift(image_rgb, sift_features)
     t1 = time.perf_counter()
     similarity = classical.histograms @ _histogram(_words(classical.vocabulary, descriptors), classical.idf)
     frames = np.argsort(-similarity)[:retrieve]

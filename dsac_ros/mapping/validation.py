@@ -29,7 +29,7 @@ def memory_frame_centres_m(data: MappingBuffer, frames: int) -> torch.Tensor:
     return centres
 
 
-# Real errors have heavier tails than a Gaussian's: on the 7-Scenes split the test NEES q95 was 8 times
+# Real errors have heavier tails than a Gaussian's: on the 7-Scenes split the test NEES q95 was 5-8 times
 # its median (chi-square(6): 2.4). Calibrating the 90 % quantile (robust to 2 gross errors in 20
 # frames) instead of the median puts the 95 % ellipsoid where it holds what it promises.
 COVARIANCE_QUANTILE = 0.9

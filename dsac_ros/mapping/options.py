@@ -123,7 +123,7 @@ class MappingOptions:
     minutes: float = 10.0
     # The end-to-end DSAC stage. None: on for MLP heads and full mode; off for memory maps, whose
     # coordinates are depth samples or triangulated points: on the real 7-Scenes split it moved
-    # accuracy by -1.5..+1.5 points for 85 % of the mapping time (bench/results/real.json ablation).
+    # accuracy by -1.5..+1.5 points for 85 % of the mapping time (docs/real_data.md).
     end_to_end: Optional[bool] = None
     device: str = "auto"
     # Encoder file (dsac_ros.encoder_file.load_encoder) or a NAMED_ENCODERS name; None = the shipped
